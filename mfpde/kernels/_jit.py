@@ -1,0 +1,16 @@
+"""The one place that owns numba's JIT settings for mfpde kernels.
+
+fastmath: reassociation and contraction let LLVM vectorise the tile loops; "nnan",
+"ninf" and "afn" are left out so NaN and inf keep their meaning (``-inf`` is the
+log-mass of a massless source) and exp stays exact to the last ulp.
+"""
+
+import numba
+
+FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+
+#: Serial kernels (small loops, called from parallel ones or on few targets).
+jit = numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+
+#: Kernels whose outer loop is a ``prange`` over targets (gather: no write conflicts).
+jit_parallel = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)

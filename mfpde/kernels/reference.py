@@ -1,0 +1,29 @@
+"""Plain NumPy versions of the attention kernels, chunked over targets.
+
+These are the references the numba kernels are tested and benchmarked against.  They
+materialise a (chunk, M) score matrix, so memory is chunk * M * 8 bytes.
+"""
+
+import numpy as np
+
+__all__ = ["attention_average_numpy"]
+
+
+def attention_average_numpy(model, X, Y, weights, chunk=2048):
+    """Same contract as ``mfpde.kernels.attention_average`` for finite beta (dense softmax)."""
+    out = np.empty_like(X)
+    VY = Y @ model.V.T
+    with np.errstate(divide="ignore"):
+        logm = np.log(weights)
+    for start in range(0, len(X), chunk):
+        x = X[start : start + chunk]
+        s = model.beta * (x @ model.B) @ Y.T + logm
+        smax = s.max(axis=1, keepdims=True)
+        w = np.exp(s - smax)
+        avg = w @ VY
+        if model.normalization == "softmax":
+            avg /= w.sum(axis=1, keepdims=True)
+        else:
+            avg *= np.exp(smax)
+        out[start : start + chunk] = avg
+    return out

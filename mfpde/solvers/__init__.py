@@ -1,0 +1,5 @@
+"""Solvers: each turns an initial state into snapshots at requested times."""
+
+from .particles import ParticleSolver
+
+__all__ = ["ParticleSolver"]
