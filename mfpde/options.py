@@ -42,7 +42,7 @@ def _is_int(x) -> bool:
 def _positive(section: str, key: str, value, *, integer=False, allow_zero=False):
     ok = _is_int(value) if integer else _is_number(value)
     kind = "an integer" if integer else "a number"
-    if not ok or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not ok or (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{section}.{key} must be {kind} {bound}, got {value!r}")
 
