@@ -27,13 +27,14 @@ def _random_weights(n, rng):
 def test_uniform_circle_to_two_antipodal_atoms(method):
     # rho uniform on S^1, nu = (delta_0 + delta_pi)/2: each point moves to the nearer atom,
     # W_1 = E|t| = pi/4 and W_2 = sqrt(E t^2) = pi/sqrt(12) for t uniform on [-pi/2, pi/2].
-    # Equispaced midpoints (2 pi (i + 0.5)/N) are the midpoint rule: error O(1/N^2) ~ 1e-10.
+    # Equispaced midpoints (2 pi (i + 0.5)/N) are the midpoint rule: error O(1/N^2), observed
+    # 2e-10 at N = 1e5; the contract asks for 1e-3, we assert 1e-8.
     n = 100_000
     X = angle_to_point(2 * np.pi * (np.arange(n) + 0.5) / n)
     Y = angle_to_point([0.0, np.pi])
     b = np.array([0.5, 0.5])
-    assert wasserstein(X, None, Y, b, p=1, method=method) == pytest.approx(np.pi / 4, abs=1e-3)
-    assert wasserstein(X, None, Y, b, p=2, method=method) == pytest.approx(np.pi / np.sqrt(12), abs=1e-3)
+    assert wasserstein(X, None, Y, b, p=1, method=method) == pytest.approx(np.pi / 4, abs=1e-8)
+    assert wasserstein(X, None, Y, b, p=2, method=method) == pytest.approx(np.pi / np.sqrt(12), abs=1e-8)
 
 
 @pytest.mark.parametrize("method", ["exact", "circle", "sliced"])

@@ -1,0 +1,299 @@
+"""Scalar diagnostics of a state (points with masses), registered by name.
+
+Each diagnostic is ``fn(points (n, d), weights (n,), context) -> float`` (``fourier_modes``
+returns an array of K floats, see below).  ``REGISTRY`` maps the names accepted in
+``output.diagnostics`` to them.  The runner builds one ``context`` per run with
+``make_context(model, initial_points, initial_weights, ...)`` -- it computes the limit
+measure Pi#rho_0 once -- and calls ``evaluate(names, points, weights, context)`` at every
+snapshot, which returns a flat ``{name: float}`` dict.  ``output_names(names, context)``
+lists the keys ``evaluate`` will return (to create the HDF5 datasets up front).
+
+Vector-valued diagnostics: ``fourier_modes`` expands to ``fourier_mode_1`` ..
+``fourier_mode_K`` (K = ``context.fourier_max_mode``).  Mesh states are points (cell
+centers) with weights (cell masses).  Formulas, units and thresholds: docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from .limit import distance_to_subspace, limit_measure, spectral_split
+from .options import WassersteinOptions
+from .wasserstein import wasserstein
+
+try:  # the kernels' O(N)-memory online log-sum-exp
+    from .kernels import log_partition as _kernel_log_partition
+except ImportError:  # pragma: no cover - only while mfpde.kernels is being written
+    _kernel_log_partition = None
+
+__all__ = [
+    "REGISTRY",
+    "Diagnostic",
+    "DiagnosticContext",
+    "make_context",
+    "evaluate",
+    "output_names",
+    "validate_names",
+    "mass",
+    "min_mass",
+    "energy",
+    "w_to_limit",
+    "dist_to_subspace",
+    "n_clusters",
+    "fourier_modes",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class DiagnosticContext:
+    """Everything a diagnostic needs besides the state; build it with ``make_context``.
+
+    limit_points, limit_weights: Pi#rho_0 from the initial state (computed once).
+    limit_dropped_mass: mass of rho_0 on which Pi is undefined (dropped, renormalised).
+    limit_is_complex: the dominant eigenvalues of A are complex (w_to_limit then is not
+        the distance to a limit; use dist_to_subspace).
+    """
+
+    model: object
+    limit_points: np.ndarray
+    limit_weights: np.ndarray
+    limit_dropped_mass: float
+    limit_is_complex: bool
+    wasserstein_options: WassersteinOptions = field(default_factory=WassersteinOptions)
+    wasserstein_seed: int = 0
+    n_projections: int = 200
+    memory_budget: int = 2**30
+    n_clusters_angle: float = 0.1
+    cluster_density_floor: float = 0.01
+    cluster_min_mass: float = 0.01
+    fourier_max_mode: int = 8
+
+
+def make_context(model, initial_points, initial_weights=None, wasserstein_options=None, *,
+                 n_clusters_angle: float = 0.1, cluster_density_floor: float = 0.01,
+                 cluster_min_mass: float = 0.01, fourier_max_mode: int = 8, wasserstein_seed: int = 0,
+                 n_projections: int = 200, memory_budget: int = 2**30) -> DiagnosticContext:
+    """The context of a run: the model, Pi#rho_0 of the initial state, options, thresholds.
+
+    Warns ``ComplexDominantWarning`` (from ``limit_measure``) when the dominant eigenvalues
+    of A are complex, and ``RuntimeWarning`` when Pi is undefined on part of rho_0.
+    """
+    if wasserstein_options is None:
+        wasserstein_options = WassersteinOptions()
+    if not (isinstance(n_clusters_angle, (int, float)) and 0 < n_clusters_angle <= math.pi):
+        raise ValueError(f"n_clusters_angle must be in (0, pi] radians, got {n_clusters_angle!r}")
+    if not (isinstance(fourier_max_mode, (int, np.integer)) and fourier_max_mode >= 1):
+        raise ValueError(f"fourier_max_mode must be an integer >= 1, got {fourier_max_mode!r}")
+    for name, value in (("cluster_density_floor", cluster_density_floor), ("cluster_min_mass", cluster_min_mass)):
+        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    split = spectral_split(model)
+    pts, w, dropped = limit_measure(model, initial_points, initial_weights, return_dropped=True)
+    return DiagnosticContext(
+        model=model,
+        limit_points=pts,
+        limit_weights=w,
+        limit_dropped_mass=dropped,
+        limit_is_complex=split.is_complex,
+        wasserstein_options=wasserstein_options,
+        wasserstein_seed=int(wasserstein_seed),
+        n_projections=int(n_projections),
+        memory_budget=int(memory_budget),
+        n_clusters_angle=float(n_clusters_angle),
+        cluster_density_floor=float(cluster_density_floor),
+        cluster_min_mass=float(cluster_min_mass),
+        fourier_max_mode=int(fourier_max_mode),
+    )
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def mass(points, weights, context) -> float:
+    """Total mass sum_j m_j (1 to round-off for a conservative solver)."""
+    return float(np.sum(weights))
+
+
+def min_mass(points, weights, context) -> float:
+    """Smallest atom / cell mass min_j m_j (>= 0 for a positivity-preserving solver)."""
+    return float(np.min(weights))
+
+
+def _log_partition_numpy(model, X, Y, weights, chunk=1024):
+    """Private fallback: log sum_j m_j exp(beta <Q x_i, K y_j>) by chunked log-sum-exp."""
+    logm = np.log(weights)
+    out = np.empty(len(X))
+    for s in range(0, len(X), chunk):
+        S = model.beta * (X[s:s + chunk] @ model.B @ Y.T) + logm  # <x, B y> = <Qx, Ky>
+        smax = S.max(axis=1)
+        out[s:s + chunk] = smax + np.log(np.exp(S - smax[:, None]).sum(axis=1))
+    return out
+
+
+def _log_partition(model, X, Y, weights):
+    if _kernel_log_partition is not None:
+        return _kernel_log_partition(model, X, Y, weights)
+    return _log_partition_numpy(model, X, Y, weights)  # pragma: no cover
+
+
+def _max_score(model, X, chunk=1024) -> float:
+    best = -np.inf
+    XB = X @ model.B  # rows (B^T x_i)^T, so XB @ X.T holds <x_i, B x_j> = <Q x_i, K x_j>
+    for s in range(0, len(X), chunk):
+        best = max(best, float((XB[s:s + chunk] @ X.T).max()))
+    return best
+
+
+def energy(points, weights, context) -> float:
+    """E = (1/beta) log int int exp(beta <Q x, K y>) drho(x) drho(y), for both normalizations.
+
+    Computed as (1/beta) log sum_i m_i exp(log Z_i), log Z_i = log sum_j m_j e^{beta s_ij}
+    (online log-sum-exp, no overflow).  Limits: beta = 0 gives int int <Qx, Ky> =
+    <Q m, K m> with m = int x drho (the mean); beta = inf gives max <Q x_i, K x_j> over
+    the support.  For USA the classical energy (1/(2 beta)) int int e^{beta s} equals
+    exp(beta E) / (2 beta), a monotone function of E.  Dimensionless (units of <Qx, Ky>).
+    """
+    model = context.model
+    m = np.asarray(weights, dtype=np.float64)
+    X = np.asarray(points, dtype=np.float64)
+    keep = m > 0
+    X, m = np.ascontiguousarray(X[keep]), m[keep] / m[keep].sum()
+    beta = model.beta
+    if beta == 0:
+        mean = m @ X
+        return float(mean @ model.B @ mean)
+    if math.isinf(beta):
+        return _max_score(model, X)
+    logz = _log_partition(model, X, X, m)
+    terms = np.log(m) + logz
+    top = terms.max()
+    return float((top + np.log(np.exp(terms - top).sum())) / beta)
+
+
+def w_to_limit(points, weights, context) -> float:
+    """W_p(rho, Pi#rho_0) in radians with the context's wasserstein options (p, ground, method)."""
+    opts = context.wasserstein_options
+    return float(
+        wasserstein(
+            points, weights, context.limit_points, context.limit_weights,
+            p=opts.p, ground=opts.ground, method=opts.method, seed=context.wasserstein_seed,
+            n_projections=context.n_projections, memory_budget=context.memory_budget,
+        )
+    )
+
+
+def dist_to_subspace(points, weights, context) -> float:
+    """Mass-weighted mean geodesic distance (radians) to E cap S^{d-1}: sum_j m_j dist(x_j) / sum m."""
+    dist = distance_to_subspace(context.model, points)
+    w = np.asarray(weights, dtype=np.float64)
+    return float(w @ dist / w.sum())
+
+
+def n_clusters(points, weights, context) -> float:
+    """Number of clusters carrying mass.
+
+    Atoms lighter than ``cluster_density_floor`` times the mean atom mass (sum m / n) are
+    ignored (low-density cells of a mesh); the rest are linked when their geodesic
+    distance is <= ``n_clusters_angle`` (chordal 2 sin(angle / 2), cKDTree pairs) and the
+    connected components (single linkage) are the clusters; those with a mass fraction
+    >= ``cluster_min_mass`` are counted.
+    """
+    X = np.asarray(points, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum()
+    keep = w >= context.cluster_density_floor * total / len(w)
+    X, w = X[keep], w[keep]
+    n = len(X)
+    if n == 0:
+        return 0.0
+    radius = 2.0 * math.sin(context.n_clusters_angle / 2.0)
+    pairs = cKDTree(X).query_pairs(radius, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    n_comp, labels = connected_components(graph, directed=False)
+    cluster_mass = np.bincount(labels, weights=w, minlength=n_comp) / total
+    return float(np.count_nonzero(cluster_mass >= context.cluster_min_mass))
+
+
+def fourier_modes(points, weights, context) -> np.ndarray:
+    """d = 2: |mu_k| = |sum_j m_j exp(i k theta_j)| for k = 1..K (K = fourier_max_mode).
+
+    A density (1 + a cos(k t)) / (2 pi) has |mu_k| = a / 2.  Dimensionless.
+    """
+    X = np.asarray(points, dtype=np.float64)
+    if X.shape[1] != 2:
+        raise ValueError(f"diagnostic fourier_modes needs d = 2 (the circle), got d = {X.shape[1]}")
+    w = np.asarray(weights, dtype=np.float64)
+    theta = np.arctan2(X[:, 1], X[:, 0])
+    k = np.arange(1, context.fourier_max_mode + 1)
+    phase = np.outer(k, theta)
+    return np.hypot(np.cos(phase) @ w, np.sin(phase) @ w)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A registered diagnostic: the function, its unit, and whether it returns a vector."""
+
+    fn: Callable
+    unit: str
+    vector: bool = False
+
+    def __call__(self, points, weights, context):
+        return self.fn(points, weights, context)
+
+
+REGISTRY: dict[str, Diagnostic] = {
+    "mass": Diagnostic(mass, "1"),
+    "min_mass": Diagnostic(min_mass, "1"),
+    "energy": Diagnostic(energy, "1"),
+    "w_to_limit": Diagnostic(w_to_limit, "rad"),
+    "dist_to_subspace": Diagnostic(dist_to_subspace, "rad"),
+    "n_clusters": Diagnostic(n_clusters, "1"),
+    "fourier_modes": Diagnostic(fourier_modes, "1", vector=True),
+}
+
+
+def validate_names(names) -> tuple:
+    """The names as a tuple; ``ValueError`` naming the valid ones on an unknown name."""
+    names = tuple(names)
+    for name in names:
+        if name not in REGISTRY:
+            raise ValueError(f"unknown diagnostic {name!r}; valid names: {', '.join(sorted(REGISTRY))}")
+    return names
+
+
+def output_names(names, context) -> list:
+    """The flat keys ``evaluate`` returns for these names, in order."""
+    out = []
+    for name in validate_names(names):
+        if name == "fourier_modes":
+            out.extend(f"fourier_mode_{k}" for k in range(1, context.fourier_max_mode + 1))
+        else:
+            out.append(name)
+    return out
+
+
+def evaluate(names, points, weights, context) -> dict:
+    """{name: float} for each requested diagnostic at the state (points, weights).
+
+    ``fourier_modes`` contributes ``fourier_mode_1`` .. ``fourier_mode_K``.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if points.ndim != 2 or weights.shape != (len(points),):
+        raise ValueError(f"expected points (n, d) and weights (n,), got {points.shape} and {weights.shape}")
+    result = {}
+    for name in validate_names(names):
+        value = REGISTRY[name](points, weights, context)
+        if REGISTRY[name].vector:
+            for k, v in enumerate(np.asarray(value), start=1):
+                result[f"fourier_mode_{k}"] = float(v)
+        else:
+            result[name] = float(value)
+    return result
