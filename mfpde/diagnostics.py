@@ -16,6 +16,7 @@ centers) with weights (cell masses).  Formulas, units and thresholds: docs/analy
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -87,12 +88,12 @@ def make_context(model, initial_points, initial_weights=None, wasserstein_option
     """
     if wasserstein_options is None:
         wasserstein_options = WassersteinOptions()
-    if not (isinstance(n_clusters_angle, (int, float)) and 0 < n_clusters_angle <= math.pi):
+    if not (isinstance(n_clusters_angle, numbers.Real) and 0 < n_clusters_angle <= math.pi):
         raise ValueError(f"n_clusters_angle must be in (0, pi] radians, got {n_clusters_angle!r}")
-    if not (isinstance(fourier_max_mode, (int, np.integer)) and fourier_max_mode >= 1):
+    if not (isinstance(fourier_max_mode, numbers.Integral) and not isinstance(fourier_max_mode, bool) and fourier_max_mode >= 1):
         raise ValueError(f"fourier_max_mode must be an integer >= 1, got {fourier_max_mode!r}")
     for name, value in (("cluster_density_floor", cluster_density_floor), ("cluster_min_mass", cluster_min_mass)):
-        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+        if not (isinstance(value, numbers.Real) and 0 <= value < 1):
             raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     split = spectral_split(model)
     pts, w, dropped = limit_measure(model, initial_points, initial_weights, return_dropped=True)

@@ -158,7 +158,6 @@ def test_energy_closed_form_for_two_atoms_and_large_beta():
     assert D.energy(X, w, ctx_inf) == 1.0  # max <x_i, x_j> over the support
 
 
-@pytest.mark.filterwarnings("ignore::mfpde.limit.ComplexDominantWarning")
 def test_energy_kernel_matches_numpy_fallback(rng):
     Q, K = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
     model = Model(Q=Q, K=K, beta=5.0, d=3, normalization="uniform")

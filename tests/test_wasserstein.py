@@ -79,7 +79,7 @@ def test_exact_and_circle_agree_on_random_circle_measures(p, rng):
 @pytest.mark.parametrize("p", [1, 2])
 @pytest.mark.parametrize("ground", ["geodesic", "chordal"])
 def test_sliced_is_below_exact_on_the_sphere(p, ground, rng):
-    # The sliced distances average W_p over 1-D projections; observed ratios ~0.6-0.8 for
+    # The sliced distances average W_p over 1-D projections; observed ratios ~0.5-0.8 for
     # these sizes, so the inequality is not a matter of round-off.
     for trial in range(5):
         X, Y = sample_uniform(50, 3, rng), sample_uniform(60, 3, rng)
