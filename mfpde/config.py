@@ -96,6 +96,10 @@ class ConfigError(ValueError):
 
     def __init__(self, file: str, key: str | None, message: str):
         self.file = str(file)
+        if key is not None:
+            key = str(key)
+            if not key.isprintable() or not key.strip():
+                key = repr(key)
         self.key = key
         self.message = _one_line(message)
         text = f"{self.file}: {key}: {self.message}" if key else f"{self.file}: {self.message}"
