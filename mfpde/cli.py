@@ -1,0 +1,116 @@
+"""The ``mfpde`` command: ``run`` a config, print ``info`` about a result file.
+
+Bad input (config, arguments, files) is one line on stderr and exit status 2; an
+interrupted run (SIGINT, SIGTERM) leaves its file with status "interrupted" and exits
+130 / 143 after saying how to resume it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from ._version import __version__
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the writer closes the file cleanly."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mfpde", description="Mean-field self-attention dynamics on the sphere."
+    )
+    parser.add_argument("--version", action="version", version=f"mfpde {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a config file and write its HDF5 result")
+    run.add_argument("config", metavar="CONFIG", help="a .toml or .yaml config file")
+    run.add_argument("-o", "--output", metavar="OUT.h5", help="result file (default: output.path)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set model.beta=50 (repeatable)")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last snapshot")
+    run.add_argument("--force", action="store_true", help="overwrite an existing result file")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="summarise a result file")
+    info.add_argument("result", metavar="RESULT.h5")
+    return parser
+
+
+def _progress_bar(t_end: float, quiet: bool):
+    """A tqdm bar over model time on a terminal; None in a pipe or with --quiet."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=t_end, unit="t", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| t = {n:.3g}/{total:.3g} [{elapsed}<{remaining}]")
+
+
+def _cmd_run(args) -> int:
+    from .config import load_config
+    from .runner import run
+
+    config = load_config(args.config, args.overrides)
+    bar = _progress_bar(config.solver.t_end, args.quiet)
+    last = [0.0]
+
+    def on_step(t):
+        if bar is not None:
+            bar.update(t - last[0])
+            last[0] = t
+
+    path = args.output or config.output.path
+    try:
+        result = run(config, output=path, resume=args.resume, force=args.force, on_step=on_step)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        if bar is not None:
+            bar.close()
+        from .io import load
+
+        try:
+            done = load(path)
+            where = f"{done.n_snapshots} snapshots up to t = {done.times[-1]:.6g}" if done.n_snapshots else "no snapshots"
+        except (OSError, ValueError):
+            where = "no readable snapshots"
+        print(f"mfpde: interrupted; {path} keeps {where}; continue with --resume", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
+    if bar is not None:
+        bar.close()
+    print(f"{path}: {result.n_snapshots} snapshots, t = 0 .. {result.times[-1]:.6g}, status {result.status}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .io import info
+
+    print(info(args.result))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return {"run": _cmd_run, "info": _cmd_info}[args.command](args)
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"mfpde: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OverflowError, FloatingPointError) as exc:
+        print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
