@@ -485,14 +485,37 @@ class Result:
         return self.status == "complete"
 
 
+def _has_hdf5_signature(path) -> bool:
+    """The HDF5 signature at offset 0, 512, 1024, ... (a user block may precede it)."""
+    signature = b"\x89HDF\r\n\x1a\n"
+    try:
+        with open(path, "rb") as fh:
+            offset = 0
+            while True:
+                fh.seek(offset)
+                head = fh.read(8)
+                if len(head) < 8:
+                    return False
+                if head == signature:
+                    return True
+                offset = 512 if offset == 0 else 2 * offset
+    except OSError:
+        return False
+
+
 def _open_mfpde(path) -> h5py.File:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
         f = h5py.File(path, "r")
-    except OSError:
-        raise ValueError(f"{path} is not an mfpde file (not an HDF5 file)") from None
+    except OSError as exc:
+        if not _has_hdf5_signature(path):
+            raise ValueError(f"{path} is not an mfpde file (not an HDF5 file)") from None
+        try:  # locked by a run still writing it: read what has been flushed
+            f = h5py.File(path, "r", locking=False)
+        except OSError:
+            raise OSError(f"{path}: cannot open the HDF5 file ({exc})") from None
     fmt = _attr_str(f.attrs.get("format"))
     if fmt is None:
         f.close()
