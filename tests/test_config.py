@@ -464,3 +464,18 @@ def test_valid_configs_load(beta, dt, n, d):
     cfg = load_config({"model": {"d": d, "beta": beta}, "solver": {"dt": dt}, "initial": {"n": n}})
     assert cfg.model.beta == beta and cfg.solver.dt == dt and cfg.initial.n == n and cfg.model.d == d
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_docs_config_examples_run(tmp_path, monkeypatch):
+    """Documentation that runs: every python block of docs/config.md."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "config.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), ns)
+    assert ns["cfg"].model.beta == 50.0

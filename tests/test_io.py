@@ -332,3 +332,19 @@ with RunWriter({str(path)!r}, model=Model(d=3), config={{}}) as w:
     assert res.positions.shape == (T, 2000, 3)
     np.testing.assert_array_equal(res.positions[:, 0, 0], np.arange(T, dtype=float))
     np.testing.assert_array_equal(res.diagnostics["mass"], np.arange(T, dtype=float))
+
+
+def test_docs_hdf5_examples_run(tmp_path, monkeypatch):
+    """Documentation that runs: every python block of docs/hdf5.md, in order."""
+    import pathlib
+    import re
+
+    pytest.importorskip("xarray")
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "hdf5.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), ns)
+    assert ns["res"].times.shape == (3,) and ns["diag"]["energy"].dims == ("time",)
