@@ -105,6 +105,9 @@ class ConfigError(ValueError):
         text = f"{self.file}: {key}: {self.message}" if key else f"{self.file}: {self.message}"
         super().__init__(text)
 
+    def __reduce__(self):  # picklable (errors cross process boundaries in studies)
+        return (type(self), (self.file, self.key, self.message))
+
     def with_file(self, file: str) -> "ConfigError":
         return ConfigError(file, self.key, self.message)
 

@@ -479,3 +479,11 @@ def test_docs_config_examples_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(doc), "exec"), ns)
     assert ns["cfg"].model.beta == 50.0
+
+
+def test_config_error_pickles():
+    import pickle
+
+    err = error_of({"model": {"d": 3}, "solver": {"dt": 0}})
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and (again.file, again.key, again.message) == (err.file, err.key, err.message)
