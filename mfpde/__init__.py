@@ -15,8 +15,8 @@ from .io import Result, load
 from .limit import limit_map, limit_measure
 from .model import Model
 from .runner import run
-from .velocity import velocity
-from .wasserstein import wasserstein
+from .field import velocity
+from .distances import wasserstein
 
 __all__ = [
     "__version__",

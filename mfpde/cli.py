@@ -1,8 +1,8 @@
 """The ``mfpde`` command: ``run`` a config, print ``info`` about a result file.
 
 Bad input (config, arguments, files) is one line on stderr and exit status 2; an
-interrupted run (SIGINT, SIGTERM) leaves its file with status "interrupted" and exits
-130 / 143 after saying how to resume it.
+interrupted run (SIGINT, SIGTERM) stops at the next solver step, leaves its file with
+status "interrupted" and exits 130 / 143 after saying how to resume it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,29 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that the writer closes the file cleanly."""
+class _Stopped(BaseException):
+    """A run stopped by SIGINT or SIGTERM; the writer closes the file as "interrupted"."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame):
-    raise _Terminated()
+class _StopRequests:
+    """Signal handlers that only record the request: the run stops at the next step
+    boundary, never inside an HDF5 write.  A second signal stops at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:
+            raise _Stopped(signum)
+        self.signum = signum
+
+    def check(self):
+        if self.signum is not None:
+            raise _Stopped(self.signum)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +73,7 @@ def _progress_bar(t_end: float, quiet: bool):
                 bar_format="{l_bar}{bar}| t = {n:.3g}/{total:.3g} [{elapsed}<{remaining}]")
 
 
-def _cmd_run(args) -> int:
+def _cmd_run(args, stop: _StopRequests) -> int:
     from .config import load_config
     from .runner import run
 
@@ -68,11 +85,12 @@ def _cmd_run(args) -> int:
         if bar is not None:
             bar.update(t - last[0])
             last[0] = t
+        stop.check()
 
     path = args.output or config.output.path
     try:
         result = run(config, output=path, resume=args.resume, force=args.force, on_step=on_step)
-    except (KeyboardInterrupt, _Terminated) as exc:
+    except (KeyboardInterrupt, _Stopped) as exc:
         if bar is not None:
             bar.close()
         from .io import load
@@ -83,14 +101,15 @@ def _cmd_run(args) -> int:
         except (OSError, ValueError):
             where = "no readable snapshots"
         print(f"mfpde: interrupted; {path} keeps {where}; continue with --resume", file=sys.stderr)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 143
+        signum = getattr(exc, "signum", signal.SIGINT)
+        return 128 + int(signum)
     if bar is not None:
         bar.close()
     print(f"{path}: {result.n_snapshots} snapshots, t = 0 .. {result.times[-1]:.6g}, status {result.status}")
     return 0
 
 
-def _cmd_info(args) -> int:
+def _cmd_info(args, stop) -> int:
     from .io import info
 
     print(info(args.result))
@@ -99,9 +118,10 @@ def _cmd_info(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    stop = _StopRequests()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return {"run": _cmd_run, "info": _cmd_info}[args.command](args)
+        return {"run": _cmd_run, "info": _cmd_info}[args.command](args, stop)
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"mfpde: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -109,7 +129,8 @@ def main(argv=None) -> int:
         print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

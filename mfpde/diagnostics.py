@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from .limit import distance_to_subspace, limit_measure, spectral_split
 from .options import WassersteinOptions
-from .wasserstein import wasserstein
+from .distances import wasserstein
 
 try:  # the kernels' O(N)-memory online log-sum-exp
     from .kernels import log_partition as _kernel_log_partition

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-import mfpde.wasserstein as W
+import mfpde.distances as W
 from mfpde.sphere import angle_to_point, sample_uniform
-from mfpde.wasserstein import WassersteinError, cost_matrix, wasserstein
+from mfpde.distances import WassersteinError, cost_matrix, wasserstein
 
 
 @pytest.fixture

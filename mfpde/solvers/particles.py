@@ -17,7 +17,7 @@ import numpy as np
 from ..model import Model
 from ..options import SolverOptions
 from ..sphere import retract
-from ..velocity import velocity
+from ..field import velocity
 from .integrators import DormandPrince, fixed_step
 
 __all__ = ["ParticleSolver"]
