@@ -8,6 +8,7 @@ status "interrupted" and exits 130 / 143 after saying how to resume it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 
@@ -69,7 +70,9 @@ def _progress_bar(t_end: float, quiet: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=t_end, unit="t", file=sys.stderr, dynamic_ncols=True,
+    # a terminal that reports no size (0 x 0) gets 80 x 24, where tqdm would hide the bar
+    size = shutil.get_terminal_size(fallback=(80, 24))
+    return tqdm(total=t_end, unit="t", file=sys.stderr, ncols=size.columns, nrows=size.lines,
                 bar_format="{l_bar}{bar}| t = {n:.3g}/{total:.3g} [{elapsed}<{remaining}]")
 
 

@@ -80,6 +80,8 @@ def test_run_writes_what_the_solver_computes_bit_for_bit(config_file, tmp_path):
         for name, value in evaluate(cfg.output.diagnostics, x, w, context).items():
             assert res.diagnostics[name][t_index] == value
     assert res.config == cfg.to_dict()
+    # particles carry their masses: total mass 1 to round-off at every snapshot
+    np.testing.assert_allclose(res.diagnostics["mass"], 1.0, rtol=0, atol=4 * np.finfo(float).eps)
     np.testing.assert_array_equal(res.limit[0], context.limit_points)
 
 
@@ -171,3 +173,28 @@ def test_killed_run_keeps_its_snapshots_and_resume_completes_it(config_file, tmp
     np.testing.assert_array_equal(resumed.positions, reference.positions)
     for name, series in reference.diagnostics.items():
         np.testing.assert_array_equal(resumed.diagnostics[name], series)
+
+
+def test_progress_bar_on_a_terminal(config_file, tmp_path):
+    """stderr on a pseudo-terminal gets tqdm's bar over model time; a pipe gets nothing
+    (checked in the round-trip test above)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "mfpde", "run", str(config_file(n=50, t_end=0.5))],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "t = 0.5/0.5" in text and "100%" in text
