@@ -1,4 +1,4 @@
-"""The ``mfpde`` command: ``run`` a config, print ``info`` about a result file.
+"""The ``mfpde`` command: ``run`` a config, ``study`` a sweep, ``plot`` and ``info`` a file.
 
 Bad input (config, arguments, files) is one line on stderr and exit status 2; an
 interrupted run (SIGINT, SIGTERM) stops at the next solver step, leaves its file with
@@ -8,9 +8,12 @@ status "interrupted" and exits 130 / 143 after saying how to resume it.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
+
+import numpy as np
 
 from ._version import __version__
 
@@ -58,6 +61,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last snapshot")
     run.add_argument("--force", action="store_true", help="overwrite an existing result file")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    study = sub.add_parser("study", help="run every combination of a config's [study] sweep")
+    study.add_argument("config", metavar="CONFIG")
+    study.add_argument("-o", "--output", metavar="OUT.h5", help="study index file (default: output.path)")
+    study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    where = study.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N > 1: run on an embedded Dask LocalCluster with N worker processes")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="submit the runs to an existing Dask scheduler")
+    study.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    plot = sub.add_parser("plot", help="draw a figure of a run or study file")
+    plot.add_argument("result", metavar="RESULT.h5")
+    plot.add_argument("-o", "--output", metavar="FIG.png", help="PNG, PDF or SVG (default: RESULT_KIND.png)")
+    plot.add_argument("--kind", choices=("density", "trajectories", "distance", "energy", "rate"))
 
     info = sub.add_parser("info", help="summarise a result file")
     info.add_argument("result", metavar="RESULT.h5")
@@ -112,6 +130,61 @@ def _cmd_run(args, stop: _StopRequests) -> int:
     return 0
 
 
+def _cmd_study(args, stop: _StopRequests) -> int:
+    from .config import load_config
+    from .study import expand, run_study
+
+    config = load_config(args.config, args.overrides)
+    path = args.output or config.output.path
+    n_runs = len(expand(config, path))  # validates every run before any work
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        size = shutil.get_terminal_size(fallback=(80, 24))
+        bar = tqdm(total=n_runs, unit="run", file=sys.stderr, ncols=size.columns, nrows=size.lines)
+
+    def on_run_done(row):
+        if bar is not None:
+            bar.update(1)
+        if row["status"] == "failed":
+            print(f"mfpde: {row['run_id']} {row['values']} failed: {row['error']}", file=sys.stderr)
+        stop.check()
+
+    try:
+        study = run_study(config, output=path, workers=args.workers, scheduler=args.scheduler,
+                          on_run_done=on_run_done)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        if bar is not None:
+            bar.close()
+        print(f"mfpde: study interrupted; finished runs are kept in {path} and are not recomputed "
+              "when the same command is run again", file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+    if bar is not None:
+        bar.close()
+    print(study.table())
+    rates = study.rates
+    if rates.get("fit"):
+        print(f"fit of log min_t {study.metric} against log {rates['fit']}: slope = {rates['slope']:.4f} "
+              f"± {rates['slope_stderr']:.4f} (stderr); against log(log x / x): "
+              f"{rates['slope_vs_log_ratio']:.4f} ± {rates['slope_vs_log_ratio_stderr']:.4f}")
+    failed = int(np.sum(study.summary["status"] == "failed"))
+    print(f"{path}: {len(study.summary['status'])} runs, {failed} failed")
+    return EXIT_FAILED if failed else 0
+
+
+def _cmd_plot(args, stop) -> int:
+    from .plotting import is_study_file, plot_file, save_plot
+
+    if not os.path.exists(args.result):
+        raise FileNotFoundError(f"{args.result}: no such file")
+    kind = args.kind or ("rate" if is_study_file(args.result) else None)
+    fig = plot_file(args.result, kind)
+    out = args.output or f"{os.path.splitext(args.result)[0]}_{kind or 'plot'}.png"
+    print(save_plot(fig, out))
+    return 0
+
+
 def _cmd_info(args, stop) -> int:
     from .io import info
 
@@ -124,7 +197,8 @@ def main(argv=None) -> int:
     stop = _StopRequests()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return {"run": _cmd_run, "info": _cmd_info}[args.command](args, stop)
+        commands = {"run": _cmd_run, "study": _cmd_study, "plot": _cmd_plot, "info": _cmd_info}
+        return commands[args.command](args, stop)
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"mfpde: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT

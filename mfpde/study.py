@@ -1,0 +1,371 @@
+"""Convergence-rate studies: sweep config keys, run every combination, fit rates.
+
+A study is a base config with a ``[study]`` section (DESIGN.md)::
+
+    [study]
+    sweep = { "model.beta" = [10, 30, 100], "initial.seed" = [0, 1, 2] }   # Cartesian product
+    fit = "model.beta"         # the axis against which rates are fitted
+    metric = "w_to_limit"      # the diagnostic whose minimum over t is studied
+
+Layout on disk (one file per run plus an index file): ``study.h5`` is the index; each run
+is an ordinary mfpde run file ``study.runs/<run_id>.h5`` (same layout as ``mfpde run``),
+reachable from the index as the external link ``/runs/<run_id>``.  The index holds
+``/summary`` (one row per run: the swept values, ``metric_min``, ``t_min``,
+``metric_final``, ``decay_rate``, ``wall_time``, ``status``) and the fitted rates as
+attributes of ``/summary``.  A run whose file is complete is never recomputed; an
+interrupted one is resumed.  One failing run is reported in its row and does not stop
+the others.
+
+Execution: serially in this process, on an embedded ``dask.distributed.LocalCluster``
+(``workers > 1``), or on an existing Dask scheduler (``scheduler=ADDRESS``); each worker
+caps numba's threads so that workers do not oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import Config, ConfigError, load_config, set_dotted
+
+__all__ = ["RunSpec", "StudyResult", "expand", "run_study", "fit_rates", "load_study", "summarize_run"]
+
+STUDY_FORMAT = "mfpde-study"
+SUMMARY_NUMERIC = ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: its id, swept values (dotted key -> value), resolved config dict."""
+
+    run_id: str
+    values: dict
+    config: dict
+    path: str
+
+
+@dataclass
+class StudyResult:
+    """A study read back (:func:`load_study`): the summary table and the fitted rates."""
+
+    path: str
+    axes: list
+    fit: str
+    metric: str
+    summary: dict = field(default_factory=dict)  # column -> (R,) array
+    rates: dict = field(default_factory=dict)
+    run_paths: list = field(default_factory=list)
+    status: str = "unknown"
+
+    def table(self) -> str:
+        """The summary as aligned text, one row per run."""
+        cols = list(self.axes) + ["metric_min", "t_min", "metric_final", "wall_time", "status"]
+        rows = [[_fmt(self.summary[c][i]) for c in cols] for i in range(len(self.summary["status"]))]
+        widths = [max(len(c), *(len(r[j]) for r in rows)) if rows else len(c) for j, c in enumerate(cols)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+        return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (bytes, np.bytes_)):
+        v = v.decode()
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def runs_dir(study_path) -> Path:
+    """Where the run files of ``study_path`` live: ``<stem>.runs/`` beside it."""
+    p = Path(study_path)
+    return p.with_name(p.stem + ".runs")
+
+
+def expand(config: Config, study_path) -> list[RunSpec]:
+    """The runs of a study: the Cartesian product of the sweep axes, in the order given."""
+    if config.study is None or not config.study.sweep:
+        raise ConfigError(config.source, "study", "a study needs a [study] section with a non-empty sweep")
+    axes = list(config.study.sweep)
+    base = config.to_dict()
+    base.pop("study", None)
+    directory = runs_dir(study_path).resolve()
+    specs = []
+    for index, combo in enumerate(itertools.product(*(config.study.sweep[a] for a in axes))):
+        run_id = f"run_{index:04d}"
+        d = json.loads(json.dumps(base))
+        for key, value in zip(axes, combo):
+            set_dotted(d, key, value, source=config.source)
+        d["output"]["path"] = str(directory / f"{run_id}.h5")
+        # validate every run before any work starts
+        load_config(d)
+        specs.append(RunSpec(run_id, dict(zip(axes, combo)), d, d["output"]["path"]))
+    return specs
+
+
+def summarize_run(result, metric: str) -> dict:
+    """metric_min (min over t), t_min (its time), metric_final, decay_rate (least-squares
+    slope of -log metric against t from t = 0 to t_min: the exponential phase)."""
+    series = np.asarray(result.diagnostics[metric], dtype=float)
+    times = np.asarray(result.times, dtype=float)
+    finite = np.isfinite(series)
+    if not finite.any():
+        return {"metric_min": math.nan, "t_min": math.nan, "metric_final": math.nan, "decay_rate": math.nan}
+    k = int(np.nanargmin(np.where(finite, series, np.inf)))
+    decay = math.nan
+    phase = slice(0, k + 1)
+    if k >= 2 and np.all(series[phase] > 0):
+        decay = -float(np.polyfit(times[phase], np.log(series[phase]), 1)[0])
+    return {"metric_min": float(series[k]), "t_min": float(times[k]),
+            "metric_final": float(series[-1]), "decay_rate": decay}
+
+
+def _read_wall_time(path) -> float:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return float(f.attrs.get("wall_time", math.nan))
+
+
+def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None) -> dict:
+    """Run (or skip, or resume) one run of a study and return its summary row.
+
+    Never raises for a failing run: the row says ``status = "failed"`` and ``error``.
+    """
+    from .io import load
+    from .runner import run
+
+    if numba_threads:
+        import numba
+
+        numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
+    row = {"run_id": spec.run_id, "values": spec.values, "error": ""}
+    path = spec.path
+    try:
+        existing = None
+        if os.path.exists(path):
+            try:
+                existing = load(path)
+            except (OSError, ValueError):
+                existing = None
+        if existing is not None and existing.complete:
+            result, status = existing, "skipped"
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            resume = existing is not None and existing.n_snapshots > 0
+            start = time.perf_counter()
+            result = run(spec.config, resume=resume, force=not resume)
+            elapsed = time.perf_counter() - start
+            import h5py
+
+            with h5py.File(path, "r+") as f:  # accumulated over resumed attempts
+                f.attrs["wall_time"] = float(f.attrs.get("wall_time", 0.0)) + elapsed
+            status = "complete"
+        row.update(summarize_run(result, metric))
+        row["wall_time"] = _read_wall_time(path)
+        row["status"] = status
+    except Exception as exc:  # one failing run must not stop the study
+        row.update({k: math.nan for k in SUMMARY_NUMERIC})
+        row["status"] = "failed"
+        row["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        row["traceback"] = traceback.format_exc()
+    return row
+
+
+def _linear_fit(x, y):
+    """Least-squares slope of y against x and its standard error (NaN if < 3 points)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return math.nan, math.nan
+    slope, intercept = np.polyfit(x, y, 1)
+    if len(x) < 3:
+        return float(slope), math.nan
+    resid = y - (slope * x + intercept)
+    s2 = resid @ resid / (len(x) - 2)
+    return float(slope), float(math.sqrt(s2 / np.sum((x - x.mean()) ** 2)))
+
+
+def fit_rates(values: dict, metric_min, fit: str) -> dict:
+    """Rates of metric_min against the fit axis.
+
+    ``slope``, ``slope_stderr``: pooled least squares of log metric_min on log(fit value);
+    ``slope_vs_log_ratio`` (+ stderr): on log(log(v)/v), the low-temperature reference
+    sqrt(log beta / beta) having slope 1/2 there; ``slope_groups_mean``, ``slope_ci95``:
+    the slope fitted separately in each group of the other axes (e.g. each seed), their
+    mean and the half-width of its 95% t-interval (NaN with fewer than 2 groups).
+    """
+    from scipy import stats
+
+    if not fit:
+        return {}
+    x = np.asarray(values[fit], dtype=float)
+    y = np.asarray(metric_min, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    out = {"fit": fit}
+    out["slope"], out["slope_stderr"] = _linear_fit(np.log(x[ok]), np.log(y[ok]))
+    ratio_ok = ok & (x > 1)
+    out["slope_vs_log_ratio"], out["slope_vs_log_ratio_stderr"] = _linear_fit(
+        np.log(np.log(x[ratio_ok]) / x[ratio_ok]), np.log(y[ratio_ok])
+    )
+    others = [a for a in values if a != fit]
+    groups = {}
+    for i in np.flatnonzero(ok):
+        groups.setdefault(tuple(_fmt(values[a][i]) for a in others), []).append(i)
+    slopes = [_linear_fit(np.log(x[idx]), np.log(y[idx]))[0] for idx in groups.values() if len(idx) >= 2]
+    slopes = [s for s in slopes if math.isfinite(s)]
+    out["slope_groups_mean"] = float(np.mean(slopes)) if slopes else math.nan
+    if len(slopes) >= 2:
+        sem = np.std(slopes, ddof=1) / math.sqrt(len(slopes))
+        out["slope_ci95"] = float(stats.t.ppf(0.975, len(slopes) - 1) * sem)
+    else:
+        out["slope_ci95"] = math.nan
+    return out
+
+
+def _write_index(path, config: Config, specs, rows, rates, status):
+    """(Re)write the index file: /summary, /runs/<id> external links, attributes."""
+    import h5py
+
+    from ._version import __version__
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    axes = list(config.study.sweep)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = STUDY_FORMAT
+        f.attrs["format_version"] = 1
+        f.attrs["mfpde_version"] = __version__
+        f.attrs["config"] = config.to_json()
+        f.attrs["status"] = status
+        f.attrs["runs_dir"] = os.path.relpath(runs_dir(path), path.parent)
+        summary = f.create_group("summary")
+        run = summary.create_dataset("run", data=np.arange(len(specs)))
+        run.make_scale("run")
+        columns = {"run_id": [s.run_id for s in specs]}
+        for a in axes:
+            columns[a] = [s.values[a] for s in specs]
+        for c in SUMMARY_NUMERIC:
+            columns[c] = [rows[s.run_id].get(c, math.nan) if s.run_id in rows else math.nan for s in specs]
+        columns["status"] = [rows[s.run_id]["status"] if s.run_id in rows else "pending" for s in specs]
+        columns["error"] = [rows[s.run_id].get("error", "") if s.run_id in rows else "" for s in specs]
+        for name, col in columns.items():
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in col):
+                data = np.asarray(col, dtype=float)
+            else:
+                data = np.asarray([str(v) for v in col], dtype=h5py.string_dtype())
+            ds = summary.create_dataset(name, data=data)
+            ds.dims[0].attach_scale(run)
+        summary.attrs["axes"] = json.dumps(axes)
+        summary.attrs["metric"] = config.study.metric
+        for key, value in rates.items():
+            summary.attrs[key] = value
+        runs = f.create_group("runs")
+        for s in specs:
+            if os.path.exists(s.path):
+                runs[s.run_id] = h5py.ExternalLink(os.path.relpath(s.path, path.parent), "/")
+    os.replace(tmp, path)
+
+
+def run_study(
+    config,
+    *,
+    output=None,
+    overrides=(),
+    workers: int = 1,
+    scheduler: str | None = None,
+    on_run_done: Callable[[dict], None] | None = None,
+) -> StudyResult:
+    """Run every combination of a study and write its index file (see module docstring).
+
+    ``workers > 1`` runs on an embedded LocalCluster with that many single-threaded
+    worker processes (numba threads per worker = cores // workers); ``scheduler`` submits
+    to an existing Dask scheduler instead.  Returns the :class:`StudyResult` read back.
+    """
+    if not isinstance(config, Config) or overrides:
+        config = load_config(config, overrides)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    path = Path(output if output is not None else config.output.path)
+    specs = expand(config, path)  # validates every run first
+    metric = config.study.metric
+    rows: dict[str, dict] = {}
+    _write_index(path, config, specs, rows, {}, "running")
+
+    def record(row):
+        rows[row["run_id"]] = row
+        if on_run_done is not None:
+            on_run_done(row)
+        _write_index(path, config, specs, rows, {}, "running")
+
+    status = "interrupted"
+    try:
+        if scheduler is None and workers == 1:
+            for spec in specs:
+                record(execute_run(spec, metric))
+        else:
+            _run_on_dask(specs, metric, workers, scheduler, record)
+        status = "complete"
+    finally:
+        ordered = [rows.get(s.run_id, {}) for s in specs]
+        values = {a: [s.values[a] for s in specs] for a in config.study.sweep}
+        rates = fit_rates(values, [r.get("metric_min", math.nan) for r in ordered], config.study.fit)
+        _write_index(path, config, specs, rows, rates, status)
+    return load_study(path)
+
+
+def _run_on_dask(specs, metric, workers, scheduler, record):
+    from distributed import Client, LocalCluster, as_completed
+
+    cores = os.cpu_count() or 1
+    if scheduler is not None:
+        client, cluster = Client(scheduler), None
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client, n_workers = Client(cluster), workers
+    threads = max(1, cores // n_workers)
+    try:
+        futures = [client.submit(execute_run, spec, metric, threads, pure=False) for spec in specs]
+        for future in as_completed(futures):
+            record(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def load_study(path) -> StudyResult:
+    """Read a study index file: the summary columns and the fitted rates."""
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such study file")
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != STUDY_FORMAT:
+            raise ValueError(f"{path} is not an mfpde study file (format attribute {f.attrs.get('format')!r})")
+        s = f["summary"]
+        axes = json.loads(s.attrs["axes"])
+        summary = {}
+        for name in s:
+            if name == "run":
+                continue
+            data = s[name][()]
+            if data.dtype.kind in "OS":
+                data = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in data], dtype=object)
+            summary[name] = data
+        rates = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in s.attrs.items()
+                 if k not in ("axes", "metric")}
+        base = Path(path).parent
+        run_paths = [str(base / f.attrs["runs_dir"] / f"{rid}.h5") for rid in summary["run_id"]]
+        return StudyResult(path=path, axes=axes, fit=str(rates.get("fit", "")), metric=str(s.attrs["metric"]),
+                           summary=summary, rates=rates, run_paths=run_paths, status=str(f.attrs["status"]))
