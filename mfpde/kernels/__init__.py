@@ -7,7 +7,8 @@ values V y_j over sources Y weighted by the attention of the model's normalizati
     uniform:  sum_j m_j e^{beta <B^T x, y_j>} V y_j
     hardmax:  mean of V y_j over the argmax set of <B^T x, y_j> (masses as weights)
 
-The numba kernels live in ``attention``; ``reference`` holds the plain NumPy versions
+The numba kernels live in ``attention`` (exact), ``truncated`` (large beta) and
+``fastexp`` (the vectorized exponential); ``reference`` holds the plain NumPy versions
 they are tested against.
 """
 
@@ -15,9 +16,12 @@ import math
 
 import numpy as np
 
-from .attention import hardmax_sums, softmax_sums
+from .attention import LOG2E, PRECISIONS, hardmax_sums, make_softmax_sums, pack_sources
 
-__all__ = ["attention_average", "log_partition", "LOG_FLOAT_MAX"]
+__all__ = ["attention_average", "exact_sums", "log_partition", "LOG_FLOAT_MAX", "KERNELS", "PRECISIONS"]
+
+#: Names accepted by ``kernel=``.
+KERNELS = ("exact", "truncated")
 
 #: log of the largest float64: exp(x) overflows for x above this.
 LOG_FLOAT_MAX = math.log(np.finfo(np.float64).max)
@@ -36,34 +40,35 @@ def _prepared(model, X, Y, weights):
     return q, yT, vT, np.ascontiguousarray(weights, dtype=np.float64)
 
 
-def _log_masses(weights):
+def _log2_masses(weights):
     with np.errstate(divide="ignore"):
-        return np.log(weights)
+        return np.log2(weights)
 
 
-def attention_average(model, X, Y, weights):
-    """The attention-weighted average of V y_j at each target, shape (N, d).
+def exact_sums(model, X, Y, weights, precision="float64", values=True):
+    """(N_i, S_i, M_i) of the exact kernel (``attention`` module docstring), M_i in log2 units.
 
-    X: (N, d) targets; Y: (M, d) sources; weights: (M,) masses m_j >= 0 with positive sum
-    (validated by the caller).  beta = inf uses the hardmax kernel.  For the uniform
-    normalization the result is exp(M_i) N_i, formed in log space; an ``OverflowError``
-    names the offending exponent when it exceeds float64's range.
+    Finite beta only.  ``values=False`` skips the numerator (N_i has shape (N, 0)).
     """
-    q, yT, vT, m = _prepared(model, X, Y, weights)
+    dtype = PRECISIONS[precision]
     n, d = X.shape
-    num = np.empty((n, d))
+    q = np.ascontiguousarray((LOG2E * model.beta) * (X @ model.B), dtype=dtype)
+    VY = Y @ model.V.T if values else np.empty((len(Y), 0))
+    Yp, Vp, Lp = pack_sources(Y, VY, _log2_masses(weights), dtype)
+    num = np.empty((n, VY.shape[1]))
     den = np.empty(n)
-    if model.is_zero_temperature:
-        ynorm = float(np.sqrt((Y * Y).sum(axis=1)).max()) if len(Y) else 0.0
-        tie_tol = HARDMAX_TIE_ULPS * np.finfo(np.float64).eps * np.linalg.norm(q, axis=1) * ynorm
-        hardmax_sums(q, yT, vT, m, tie_tol, num, den)
-        return num / den[:, None]
     smax = np.empty(n)
-    softmax_sums(q, yT, vT, _log_masses(m), num, den, smax)
+    if n:
+        make_softmax_sums(precision, d, VY.shape[1])(q, Yp, Vp, Lp, num, den, smax)
+    return num, den, smax
+
+
+def finish(model, num, den, smax2):
+    """The attention average from the sums: N / S (softmax) or 2^M N (uniform, in log space)."""
     if model.normalization == "softmax":
         return num / den[:, None]
     with np.errstate(divide="ignore"):
-        log_size = smax + np.log(np.abs(num).max(axis=1))
+        log_size = smax2 * math.log(2.0) + np.log(np.abs(num).max(axis=1))
     worst = int(np.argmax(log_size))
     if log_size[worst] > LOG_FLOAT_MAX:
         raise OverflowError(
@@ -71,7 +76,36 @@ def attention_average(model, X, Y, weights):
             f"{worst} is about exp({log_size[worst]:.4g}) (beta = {model.beta:g}); "
             "use normalization = \"softmax\" or a smaller beta"
         )
-    return num * np.exp(smax)[:, None]
+    return num * np.exp2(smax2)[:, None]
+
+
+def attention_average(model, X, Y, weights, kernel="exact", tolerance=1e-12, precision="float64"):
+    """The attention-weighted average of V y_j at each target, shape (N, d).
+
+    X: (N, d) targets; Y: (M, d) sources; weights: (M,) masses m_j >= 0 with positive sum
+    (validated by the caller).  beta = inf uses the hardmax kernel.  ``kernel`` is
+    "exact" or "truncated" (``truncated.truncated_sums``; it falls back to the exact
+    kernel where truncation would not pay); ``precision`` the exact kernel's working
+    precision.  For the uniform normalization the result is 2^M_i N_i, formed in log
+    space; an ``OverflowError`` names the offending exponent when it exceeds float64's
+    range.
+    """
+    if model.is_zero_temperature:
+        q, yT, vT, m = _prepared(model, X, Y, weights)
+        n, d = X.shape
+        num = np.empty((n, d))
+        den = np.empty(n)
+        ynorm = float(np.sqrt((Y * Y).sum(axis=1)).max()) if len(Y) else 0.0
+        tie_tol = HARDMAX_TIE_ULPS * np.finfo(np.float64).eps * np.linalg.norm(q, axis=1) * ynorm
+        hardmax_sums(q, yT, vT, m, tie_tol, num, den)
+        return num / den[:, None]
+    if kernel == "truncated":
+        from .truncated import truncated_sums
+
+        num, den, smax2 = truncated_sums(model, X, Y, weights, tolerance)
+    else:
+        num, den, smax2 = exact_sums(model, X, Y, weights, precision)
+    return finish(model, num, den, smax2)
 
 
 def log_partition(model, X, Y=None, weights=None):
@@ -85,9 +119,5 @@ def log_partition(model, X, Y=None, weights=None):
     X = np.asarray(X, dtype=np.float64)
     Y = X if Y is None else np.asarray(Y, dtype=np.float64)
     m = np.full(len(Y), 1.0 / len(Y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    q, yT, _, m = _prepared(model, X, Y, m)
-    n = len(X)
-    den = np.empty(n)
-    smax = np.empty(n)
-    softmax_sums(q, yT, np.empty((0, len(Y))), _log_masses(m), np.empty((n, 0)), den, smax)
-    return smax + np.log(den)
+    _, den, smax2 = exact_sums(model, X, Y, m, values=False)
+    return smax2 * math.log(2.0) + np.log(den)

@@ -14,3 +14,7 @@ jit = numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 
 #: Kernels whose outer loop is a ``prange`` over targets (gather: no write conflicts).
 jit_parallel = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
+
+#: Scalar math that must not be reassociated (the Cody-Waite split inside the vectorized
+#: exp): FMA contraction only.  LLVM inlines these into the callers.
+jit_exact = numba.njit(cache=True, nogil=True, fastmath={"contract"})

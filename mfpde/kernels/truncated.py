@@ -1,0 +1,4 @@
+"""placeholder"""
+def truncated_sums(model, X, Y, weights, tolerance):
+    from . import exact_sums
+    return exact_sums(model, X, Y, weights)
