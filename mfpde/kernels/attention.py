@@ -82,8 +82,10 @@ def make_softmax_sums(precision, d, dv):
     and the packed sources of ``pack_sources`` (all of the working dtype).  dv = 0 skips
     the numerator.  Memoized: one compilation per (precision, d, dv), cached on disk.
     """
+    # only plain constants in the closure (numba's disk cache keys on their pickle; a
+    # closed-over dispatcher would miss the cache in every new process)
     ftype = PRECISIONS[precision]
-    exp2 = exp2_64 if precision == "float64" else exp2_32
+    IS64 = precision == "float64"
     D = int(d)
     DV = int(dv)
     FUSED = DV <= UNROLLED_VALUES
@@ -157,7 +159,7 @@ def make_softmax_sums(precision, d, dv):
                         a6 = ftype(0.0)
                         a7 = ftype(0.0)
                         for jj in range(TILE):
-                            e = exp2(s[r, jj] - mr)
+                            e = exp2_64(s[r, jj] - mr) if IS64 else exp2_32(s[r, jj] - mr)
                             t_sum += e
                             if DV > 0:
                                 a0 += e * vb[0, jj]
@@ -193,7 +195,7 @@ def make_softmax_sums(precision, d, dv):
                             acc[r, 7] += a7
                     else:
                         for jj in range(TILE):
-                            e = exp2(s[r, jj] - mr)
+                            e = exp2_64(s[r, jj] - mr) if IS64 else exp2_32(s[r, jj] - mr)
                             t_sum += e
                             s[r, jj] = e
                         for k in range(DV):

@@ -1,0 +1,379 @@
+"""Kernel internals: the vectorized exponentials, every kernel against the NumPy reference,
+the float32 mode's documented accuracy, the truncated kernel's error bound and fallback,
+thread-count independence, and peak memory at N = 1e6.
+
+The tests of tests/test_velocity.py are re-run here with ``kernel="truncated"`` (the
+``truncated_velocity`` fixture makes it the default of ``mfpde.velocity``).
+"""
+
+import functools
+import math
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+import mfpde
+from mfpde.kernels import exact_sums, finish
+from mfpde.kernels.fastexp import exp2_array, exp_array
+from mfpde.kernels.reference import attention_average_numpy
+from mfpde.kernels.truncated import truncated_sums
+from mfpde.sphere import tangent_projection
+
+from . import test_velocity as tv
+from .conftest import unit_rows
+
+# --------------------------------------------------------------------------- exponentials
+
+
+def ulps(got, ref, dtype=np.float64):
+    """|got - ref| in units of the last place of ref (the spacing of ref in dtype)."""
+    spacing = np.spacing(np.abs(ref).astype(dtype)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref) / spacing
+
+
+def test_exp64_within_2_ulp_of_numpy_over_the_kernel_range(rng):
+    x = np.concatenate([np.linspace(-745.0, 0.0, 400_001), -745.0 * rng.random(200_000), [0.0, -1e-300, -5e-324]])
+    got = exp_array(x)
+    assert ulps(got, np.exp(x)).max() <= 2.0  # includes the subnormal range below -708.4
+    # below ln(smallest subnormal / 2) and -inf (massless sources): exactly 0, never NaN
+    low = np.array([-745.2, -746.0, -750.0, -1e4, -1e300, -np.inf])
+    np.testing.assert_array_equal(exp_array(low), np.zeros(6))
+
+
+def test_exp2_64_within_1_ulp_of_numpy_and_flushes_below_2_to_minus_1022(rng):
+    x = np.concatenate([np.linspace(-1022.0, 0.0, 400_001), -1022.0 * rng.random(200_000), [0.0, -1e-300]])
+    got = exp2_array(x)
+    assert ulps(got, np.exp2(x)).max() <= 1.0
+    # results below 2^-1022 (weights below 2.2e-308 of the largest) are flushed to 0 or
+    # rounded into the subnormals: never off by more than 2^-1022
+    tiny = np.linspace(-1080.0, -1022.0, 10_001)
+    assert np.abs(exp2_array(tiny) - np.exp2(tiny)).max() <= 2.0**-1022
+    low = np.array([-1075.0, -1100.0, -5000.0, -1e300, -np.inf])
+    np.testing.assert_array_equal(exp2_array(low), np.zeros(5))
+
+
+def test_float32_exponentials_within_2_float32_ulp(rng):
+    x = np.concatenate([np.linspace(-87.0, 0.0, 200_001), -87.0 * rng.random(50_000)]).astype(np.float32)
+    ref = np.exp(x.astype(np.float64))
+    assert ulps(exp_array(x), ref, np.float32).max() <= 2.0
+    x2 = np.concatenate([np.linspace(-126.0, 0.0, 200_001), -126.0 * rng.random(50_000)]).astype(np.float32)
+    assert ulps(exp2_array(x2), np.exp2(x2.astype(np.float64)), np.float32).max() <= 2.0
+    for f in (exp_array, exp2_array):
+        np.testing.assert_array_equal(f(np.float32([-200.0, -1e30, -np.inf])), np.zeros(3, np.float32))
+
+
+# --------------------------------------------------------------------------- vs reference
+
+
+def random_model(rng, d, beta, normalization="softmax"):
+    Q, K, V = (rng.standard_normal((d, d)) / math.sqrt(d) for _ in range(3))
+    return mfpde.Model(Q=Q, K=K, V=V, beta=beta, normalization=normalization)
+
+
+def reference_field(model, X, Y, m):
+    return tangent_projection(X, attention_average_numpy(model, X, Y, m))
+
+
+@pytest.mark.parametrize("kernel", ["exact", "truncated"])
+@pytest.mark.parametrize("d", [2, 3, 9])
+@pytest.mark.parametrize("beta", [0.0, 3.0, 300.0])
+@pytest.mark.parametrize("normalization", ["softmax", "uniform"])
+def test_every_kernel_matches_the_numpy_reference(rng, kernel, d, beta, normalization):
+    """Targets != sources, weighted sources with a few massless ones, sizes that are not
+    multiples of the tile or of the 4-target group, value dimension 9 > the unrolled 8.
+    (USA at beta = 300 overflows float64; it runs at beta = 100 instead.)"""
+    if normalization == "uniform":
+        beta = min(beta, 100.0)
+    model = random_model(rng, d, beta, normalization)
+    X, Y = unit_rows(rng, 203, d), unit_rows(rng, 1031, d)
+    m = rng.random(1031)
+    m[::97] = 0.0
+    ref = reference_field(model, X, Y, m)
+    got = mfpde.velocity(model, X, Y, m, kernel=kernel)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 255, 257])
+def test_group_and_tile_edges(rng, n):
+    model = random_model(rng, 3, 20.0)
+    X, Y = unit_rows(rng, n, 3), unit_rows(rng, n, 3)
+    ref = reference_field(model, X, Y, np.full(n, 1.0 / n))
+    np.testing.assert_allclose(mfpde.velocity(model, X, Y), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+
+
+def test_log_partition_of_massless_and_heavy_sources(rng):
+    model = random_model(rng, 3, 500.0)
+    X, Y = unit_rows(rng, 30, 3), unit_rows(rng, 600, 3)
+    m = rng.random(600)
+    m[:300] = 0.0
+    s = 500.0 * X @ model.B @ Y[300:].T + np.log(m[300:])
+    top = s.max(axis=1)
+    expected = top + np.log(np.exp(s - top[:, None]).sum(axis=1))
+    np.testing.assert_allclose(mfpde.kernels.log_partition(model, X, Y, m), expected, rtol=1e-14)
+
+
+# --------------------------------------------------------------------------- float32 mode
+
+
+def float32_bound(model):
+    """The documented accuracy of precision = "float32", relative to max |field|."""
+    return 4e-7 * (1.0 + model.beta * np.linalg.norm(model.B, 2))
+
+
+@pytest.mark.parametrize("d", [2, 3, 8])
+@pytest.mark.parametrize("beta", [1.0, 30.0, 1000.0])
+@pytest.mark.parametrize("normalization", ["softmax", "uniform"])
+def test_float32_mode_meets_its_documented_accuracy(rng, d, beta, normalization):
+    model = random_model(rng, d, beta, normalization)
+    X, Y = unit_rows(rng, 150, d), unit_rows(rng, 2000, d)
+    m = rng.random(2000)
+    ref = reference_field(model, X, Y, m)
+    if normalization == "uniform" and not np.all(np.isfinite(ref)):
+        return  # USA overflows at this beta; the float64 tests cover the error
+    got = mfpde.velocity(model, X, Y, m, precision="float32")
+    assert got.dtype == np.float64
+    err = np.abs(got - ref).max() / np.abs(ref).max()
+    assert err <= float32_bound(model)
+    assert err > 1e-12  # it really ran in float32
+
+
+# --------------------------------------------------------------------------- truncated
+
+
+def truncated_field(model, X, Y, m, tol):
+    num, den, smax, info = truncated_sums(model, X, Y, m, tol, return_info=True)
+    return tangent_projection(X, finish(model, num, den, smax)), info
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-5, 1e-9])
+@pytest.mark.parametrize("normalization", ["softmax", "uniform"])
+def test_truncated_error_bound(rng, tol, normalization):
+    """Per target: softmax |err| <= 2 max|V y| tol |D_i|; uniform |err| <= max|V y| W_i tol
+    |D_i| with |D_i| = M - (sources scanned).  Also every source whose relative weight is
+    >= tol is among the scanned ones (count check against the dense weights)."""
+    d, n_src = 3, 4000
+    model = random_model(rng, d, 400.0, normalization).replace(Q=None, K=None)  # B = I
+    X, Y = unit_rows(rng, 300, d), unit_rows(rng, n_src, d)
+    m = rng.random(n_src) + 0.5
+    m /= m.sum()
+    got, info = truncated_field(model, X, Y, m, tol)
+    assert info.mode == "truncated"
+    assert info.scanned.max() < n_src / 4
+    ref = reference_field(model, X, Y, m)
+    logw = model.beta * X @ model.B @ Y.T + np.log(m)
+    rel = np.exp(logw - logw.max(axis=1, keepdims=True))
+    assert np.all((rel >= tol).sum(axis=1) <= info.scanned)
+    dropped = n_src - info.scanned
+    vmax = np.linalg.norm(Y @ model.V.T, axis=1).max()
+    if normalization == "softmax":
+        err = np.linalg.norm(got - ref, axis=1)
+        bound = 2 * vmax * tol * dropped
+        floor = 1e-13 * np.abs(ref).max()
+    else:  # in units of the attention mass W_i = e^{max logw} sum rel (the fields are ~e^400)
+        scale = np.exp(logw.max(axis=1)) * rel.sum(axis=1)
+        err = np.linalg.norm((got - ref) / scale[:, None], axis=1)
+        bound = vmax * tol * dropped
+        floor = 1e-13 * np.abs(ref / scale[:, None]).max()
+    assert np.all(err <= bound * (1 + 1e-9) + floor)
+    assert err.max() > 0.0 or tol < 1e-6
+
+
+def test_truncated_is_the_exact_kernel_at_tolerance_zero_and_in_fallback(rng):
+    X, Y = unit_rows(rng, 300, 3), unit_rows(rng, 700, 3)
+    m = rng.random(700)
+    big = random_model(rng, 3, 1000.0)
+    exact = mfpde.velocity(big, X, Y, m)
+    np.testing.assert_array_equal(mfpde.velocity(big, X, Y, m, kernel="truncated", tolerance=0.0), exact)
+    small = random_model(rng, 3, 2.0)  # balls cover the sphere: falls back
+    _, info = truncated_field(small, X, Y, m, 1e-12)
+    assert info.mode == "no target has a ball smaller than the sphere"
+    medium = random_model(rng, 3, 40.0)  # balls smaller than the sphere, but too large to pay
+    _, info = truncated_field(medium, X, Y, m, 1e-12)
+    assert info.mode == "truncation would not pay"
+    np.testing.assert_array_equal(
+        mfpde.velocity(medium, X, Y, m, kernel="truncated"), mfpde.velocity(medium, X, Y, m)
+    )
+    np.testing.assert_array_equal(mfpde.velocity(small, X, Y, m, kernel="truncated"), mfpde.velocity(small, X, Y, m))
+    d4 = random_model(rng, 4, 1000.0)  # no grid for d > 3
+    X4, Y4 = unit_rows(rng, 50, 4), unit_rows(rng, 80, 4)
+    np.testing.assert_array_equal(mfpde.velocity(d4, X4, Y4, kernel="truncated"), mfpde.velocity(d4, X4, Y4))
+    off = 1.5 * Y  # sources off the sphere: the chordal ball does not apply
+    np.testing.assert_array_equal(mfpde.velocity(big, X, off, m, kernel="truncated"), mfpde.velocity(big, X, off, m))
+
+
+def test_truncated_handles_targets_with_zero_query_and_massless_sources(rng):
+    """B^T x = 0 for targets along the kernel of B: those targets use the exact sum."""
+    d = 3
+    Q = np.diag([1.0, 1.0, 0.0])
+    model = mfpde.Model(Q=Q, V=np.eye(d) + 0.3, beta=800.0)
+    X = unit_rows(rng, 200, d)
+    X[:5] = [0.0, 0.0, 1.0]
+    Y = unit_rows(rng, 3000, d)
+    m = rng.random(3000)
+    m[::3] = 0.0
+    got, info = truncated_field(model, X, Y, m, 1e-12)
+    assert info.mode == "truncated"
+    assert np.all(info.scanned[:5] == 3000)
+    ref = reference_field(model, X, Y, m)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_truncated_speed_and_accuracy_at_large_beta(rng, d):
+    """beta = 1000 on N = 20,000 uniform points: far fewer sources scanned than M, field
+    error <= 1e-8 of max |field|."""
+    n = 20_000
+    model = mfpde.Model(d=d, beta=1000.0, V=rng.standard_normal((d, d)))
+    X = unit_rows(rng, n, d)
+    w = np.full(n, 1.0 / n)
+    got, info = truncated_field(model, X, X, w, 1e-12)
+    assert info.mode == "truncated"
+    assert info.scanned.mean() < n / 8
+    sample = rng.choice(n, 500, replace=False)
+    ref = reference_field(model, X[sample], X, w)
+    assert np.abs(got[sample] - ref).max() <= 1e-8 * np.abs(ref).max()
+
+
+@pytest.fixture
+def truncated_velocity(monkeypatch):
+    """mfpde.velocity with kernel = "truncated" as its default."""
+    monkeypatch.setattr(mfpde, "velocity", functools.partial(mfpde.velocity, kernel="truncated"))
+
+
+@pytest.mark.usefixtures("truncated_velocity")
+class TestVelocitySuiteWithTruncatedKernel:
+    """The tests of tests/test_velocity.py where a truncated kernel is meaningful (finite beta,
+    sources on the sphere), run with kernel = "truncated" (at their small sizes and betas
+    most fall back to the exact kernel; the large-beta ones truncate)."""
+
+    @pytest.mark.parametrize("d", [2, 3])
+    @pytest.mark.parametrize("beta", [1.0, 50.0, 1e4])
+    @pytest.mark.parametrize("normalization", ["softmax", "uniform"])
+    def test_field_matches_dense_reference(self, rng, d, beta, normalization):
+        tv.test_field_matches_dense_reference(rng, d, beta, normalization)
+
+    def test_usa_overflow_is_a_clear_error_and_large_beta_usa_stays_exact(self, rng):
+        tv.test_usa_overflow_is_a_clear_error_and_large_beta_usa_stays_exact(rng)
+
+    @pytest.mark.parametrize("d", [2, 3])
+    def test_softmax_at_beta_1e6_is_finite_and_equals_hardmax(self, rng, d):
+        tv.test_softmax_at_beta_1e6_is_finite_and_equals_hardmax(rng, d)
+
+    def test_default_sources_are_targets_with_equal_weights(self, rng):
+        tv.test_default_sources_are_targets_with_equal_weights(rng)
+
+    def test_beta_zero_is_the_mean_value(self, rng):
+        tv.test_beta_zero_is_the_mean_value(rng)
+
+    def test_massless_sources_do_not_contribute_even_when_they_dominate(self, rng):
+        tv.test_massless_sources_do_not_contribute_even_when_they_dominate(rng)
+
+    def test_softmax_ignores_total_mass_and_usa_scales_with_it(self, rng):
+        tv.test_softmax_ignores_total_mass_and_usa_scales_with_it(rng)
+
+    @pytest.mark.parametrize("beta", [0.5, 5.0, 60.0])
+    def test_uniform_circle_measure_closed_form(self, beta, rng):
+        tv.test_uniform_circle_measure_closed_form(beta, rng)
+
+    def test_continuum_field_is_the_laplace_limit(self, rng):
+        tv.test_continuum_field_is_the_laplace_limit(rng)
+
+    def test_results_do_not_depend_on_thread_count(self, rng):
+        tv.test_results_do_not_depend_on_thread_count(rng)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize(
+    "kernel, precision, beta", [("exact", "float64", 20.0), ("exact", "float32", 20.0), ("truncated", "float64", 900.0)]
+)
+def test_results_do_not_depend_on_thread_count(rng, kernel, precision, beta):
+    model = random_model(rng, 3, beta)
+    X = unit_rows(rng, 3001, 3)
+    previous = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, previous}):
+            numba.set_num_threads(threads)
+            results.append(mfpde.velocity(model, X, kernel=kernel, precision=precision))
+            results.append(mfpde.velocity(model, X, kernel=kernel, precision=precision))
+    finally:
+        numba.set_num_threads(previous)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+def test_a_target_does_not_depend_on_its_group(rng):
+    """Register blocking: target i gives the same bits alone, in any group of four."""
+    model = random_model(rng, 3, 40.0)
+    X, Y = unit_rows(rng, 9, 3), unit_rows(rng, 1000, 3)
+    full = mfpde.velocity(model, X, Y)
+    for i in range(9):
+        np.testing.assert_array_equal(mfpde.velocity(model, X[i : i + 1], Y)[0], full[i])
+    np.testing.assert_array_equal(mfpde.velocity(model, X[::-1], Y), full[::-1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "float16"}, "precision must be one of float64, float32"),
+        ({"tolerance": -1e-3, "kernel": "truncated"}, r"tolerance must be in \[0, 1\)"),
+        ({"tolerance": 1.0}, r"tolerance must be in \[0, 1\)"),
+        ({"tolerance": "x"}, "tolerance must be a number"),
+        ({"kernel": "truncated", "precision": "float32"}, "exact kernel only"),
+        ({"kernel": "fast"}, "kernel must be one of exact, truncated"),
+    ],
+)
+def test_bad_kernel_options_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mfpde.velocity(mfpde.Model(d=3, beta=1.0), np.eye(3), **kwargs)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def peak_rss_kib(code):
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_peak_memory_at_a_million_points_stays_under_1_gib():
+    """1e6 targets x 2000 sources and 2000 targets x 1e6 sources (float64):
+    the peak resident memory of the whole process (numba included) stays < 1 GiB."""
+    peak = peak_rss_kib(
+        """
+        import resource, numpy as np, mfpde
+        rng = np.random.default_rng(0)
+        big = rng.standard_normal((1_000_000, 3)); big /= np.linalg.norm(big, axis=1, keepdims=True)
+        small = big[:2000].copy()
+        model = mfpde.Model(d=3, beta=10.0)
+        assert np.isfinite(mfpde.velocity(model, big, small)).all()
+        assert np.isfinite(mfpde.velocity(model, small, big)).all()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        """
+    )
+    assert peak < 1024 * 1024
+
+
+@pytest.mark.slow
+def test_truncated_square_field_at_a_million_points_stays_under_1_gib():
+    """The full 1e6 x 1e6 field at beta = 1000 with the truncated kernel (about a minute
+    on 2 cores)."""
+    peak = peak_rss_kib(
+        """
+        import resource, time, numpy as np, mfpde
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1_000_000, 3)); x /= np.linalg.norm(x, axis=1, keepdims=True)
+        start = time.perf_counter()
+        v = mfpde.velocity(mfpde.Model(d=3, beta=1000.0), x, kernel="truncated")
+        assert np.isfinite(v).all()
+        print("seconds", time.perf_counter() - start)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        """
+    )
+    assert peak < 1024 * 1024
