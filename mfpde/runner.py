@@ -49,9 +49,9 @@ def _check_runnable(config: Config) -> None:
             config.source, "solver.method",
             f"must be one of {', '.join(IMPLEMENTED_METHODS)} in this version, got {method!r}",
         )
-    if config.solver.kernel != "exact":
+    if config.solver.kernel not in ("exact", "truncated"):
         raise ConfigError(
-            config.source, "solver.kernel", f"must be \"exact\" in this version, got {config.solver.kernel!r}"
+            config.source, "solver.kernel", f"must be \"exact\" or \"truncated\", got {config.solver.kernel!r}"
         )
 
 
