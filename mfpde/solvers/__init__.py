@@ -1,5 +1,6 @@
 """Solvers: each turns an initial state into snapshots at requested times."""
 
+from .fv_circle import FVCircleSolver
 from .particles import ParticleSolver
 
-__all__ = ["ParticleSolver"]
+__all__ = ["ParticleSolver", "FVCircleSolver"]
