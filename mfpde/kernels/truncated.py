@@ -48,22 +48,23 @@ Fallback to the exact kernel (same result bit for bit as ``kernel="exact"``):
 import functools
 import math
 
+import numba
 import numpy as np
 from numba import prange
 from scipy.spatial import cKDTree
 
 from ._jit import jit_parallel
-from .attention import LOG2E, TILE
+from .attention import LOG2E, TARGETS, TILE
 from .fastexp import exp2_64, maxnum
 
 __all__ = ["truncated_sums", "TruncationInfo", "FALLBACK_FRACTION"]
 
 #: Use the exact kernel when the truncated one would scan more than this fraction of pairs.
 FALLBACK_FRACTION = 0.25
+#: Grid spacing as a fraction of the median ball radius.
+CELL_FACTOR = 0.35
 #: Upper bound on the number of grid cells (the cell-start table is 8 bytes a cell).
 MAX_CELLS = 1 << 21
-#: Targets per parallel work item.
-BLOCK = 8
 
 
 class TruncationInfo:
@@ -88,120 +89,142 @@ def _grid(points3, h, g):
 
 @functools.lru_cache(maxsize=None)
 def _make_kernel(d, dv):
-    """Truncated kernel specialized to d (<= 3) and dv: sums over the sorted-source ranges
-    that the per-target cell boxes select.  Also writes the number of sources scanned."""
+    """Truncated kernel specialized to d (<= 3) and dv (<= 3).
+
+    Targets come sorted by the cell of their ball center and are processed in groups of
+    ``TARGETS`` consecutive ones (register blocking, as in the exact kernel): the group
+    scans, column by column, the union of its members' z-ranges, one contiguous range of
+    sorted sources per column, with the exact kernel's tile loop.  Each member's sums are
+    its own (a superset of its ball), so the result of a target does not depend on the
+    thread count; it does depend on its group, which is fixed by the input.  Writes the
+    number of sources scanned per target; ``count_only`` stops there.
+    """
     D = int(d)
     DV = int(dv)
-    FUSED = DV <= 3
 
     @jit_parallel
     def kernel(q, center, rho, YsT, VsT, Ls, cell_start, h, g, gz, count_only, num, den, smax, scanned):
         n = q.shape[0]
-        nblocks = (n + BLOCK - 1) // BLOCK
-        for blk in prange(nblocks):
-            s = np.empty(TILE)
-            acc = np.zeros(DV)
-            for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-                qi = q[i]
-                cx = center[i, 0]
-                cy = center[i, 1]
-                cz = center[i, 2]
+        ngroups = (n + TARGETS - 1) // TARGETS
+        for grp in prange(ngroups):
+            s = np.empty((TARGETS, TILE))
+            acc = np.zeros((TARGETS, 3))
+            total = np.zeros(TARGETS)
+            run_max = np.full(TARGETS, -np.inf)
+            i0 = grp * TARGETS
+            last = min(n, i0 + TARGETS) - 1
+            q0 = q[i0]
+            q1 = q[min(i0 + 1, last)]
+            q2 = q[min(i0 + 2, last)]
+            q3 = q[min(i0 + 3, last)]
+            # the group's box in x and y
+            ix0 = g
+            ix1 = -1
+            iy0 = g
+            iy1 = -1
+            for i in range(i0, last + 1):
                 r = rho[i]
-                r2 = r * r
-                run_max = -np.inf
-                total = 0.0
-                for k in range(DV):
-                    acc[k] = 0.0
-                nscan = 0
-                ix0 = max(0, int(math.floor((cx - r + 1.0) / h)))
-                ix1 = min(g - 1, int(math.floor((cx + r + 1.0) / h)))
-                iy0 = max(0, int(math.floor((cy - r + 1.0) / h)))
-                iy1 = min(g - 1, int(math.floor((cy + r + 1.0) / h)))
-                for ix in range(ix0, ix1 + 1):
-                    # distance from the center to the column's x-slab
-                    xlo = ix * h - 1.0
-                    dx = max(0.0, max(xlo - cx, cx - (xlo + h)))
-                    for iy in range(iy0, iy1 + 1):
-                        ylo = iy * h - 1.0
+                ix0 = min(ix0, max(0, int(math.floor((center[i, 0] - r + 1.0) / h))))
+                ix1 = max(ix1, min(g - 1, int(math.floor((center[i, 0] + r + 1.0) / h))))
+                iy0 = min(iy0, max(0, int(math.floor((center[i, 1] - r + 1.0) / h))))
+                iy1 = max(iy1, min(g - 1, int(math.floor((center[i, 1] + r + 1.0) / h))))
+            nscan = 0
+            for ix in range(ix0, ix1 + 1):
+                xlo = ix * h - 1.0
+                for iy in range(iy0, iy1 + 1):
+                    ylo = iy * h - 1.0
+                    iz0 = gz
+                    iz1 = -1
+                    for i in range(i0, last + 1):
+                        cx = center[i, 0]
+                        cy = center[i, 1]
+                        dx = max(0.0, max(xlo - cx, cx - (xlo + h)))
                         dy = max(0.0, max(ylo - cy, cy - (ylo + h)))
-                        rest = r2 - dx * dx - dy * dy
+                        rest = rho[i] * rho[i] - dx * dx - dy * dy
                         if rest < 0.0:
                             continue
-                        hz = math.sqrt(rest)
                         if gz == 1:
                             iz0 = 0
                             iz1 = 0
                         else:
-                            iz0 = max(0, int(math.floor((cz - hz + 1.0) / h)))
-                            iz1 = min(gz - 1, int(math.floor((cz + hz + 1.0) / h)))
-                        base = (ix * g + iy) * gz
-                        a = cell_start[base + iz0]
-                        b = cell_start[base + iz1 + 1]
-                        nscan += b - a
-                        if count_only:
-                            continue
-                        for j0 in range(a, b, TILE):
-                            t = min(TILE, b - j0)
-                            lt = Ls[j0 : j0 + t]
-                            for jj in range(t):
-                                s[jj] = lt[jj]
-                            for k in range(D):
-                                qk = qi[k]
-                                yt = YsT[k, j0 : j0 + t]
-                                for jj in range(t):
-                                    s[jj] += qk * yt[jj]
-                            tile_max = -np.inf
-                            for jj in range(t):
-                                tile_max = maxnum(tile_max, s[jj])
-                            if tile_max > run_max:
-                                scale = np.exp2(run_max - tile_max)
-                                total *= scale
-                                for k in range(DV):
-                                    acc[k] *= scale
-                                run_max = tile_max
-                            if run_max == -np.inf:
+                            hz = math.sqrt(rest)
+                            iz0 = min(iz0, max(0, int(math.floor((center[i, 2] - hz + 1.0) / h))))
+                            iz1 = max(iz1, min(gz - 1, int(math.floor((center[i, 2] + hz + 1.0) / h))))
+                    if iz1 < iz0:
+                        continue
+                    base = (ix * g + iy) * gz
+                    a = cell_start[base + iz0]
+                    b = cell_start[base + iz1 + 1]
+                    nscan += b - a
+                    if count_only:
+                        continue
+                    for j0 in range(a, b, TILE):
+                        t = min(TILE, b - j0)
+                        lt = Ls[j0 : j0 + t]
+                        y0 = YsT[0, j0 : j0 + t]
+                        y1 = YsT[1, j0 : j0 + t]
+                        y2 = YsT[2 if D > 2 else 1, j0 : j0 + t]
+                        for jj in range(t):
+                            lj = lt[jj]
+                            s0 = lj + q0[0] * y0[jj] + q0[1] * y1[jj]
+                            s1 = lj + q1[0] * y0[jj] + q1[1] * y1[jj]
+                            s2 = lj + q2[0] * y0[jj] + q2[1] * y1[jj]
+                            s3 = lj + q3[0] * y0[jj] + q3[1] * y1[jj]
+                            if D > 2:
+                                s0 += q0[2] * y2[jj]
+                                s1 += q1[2] * y2[jj]
+                                s2 += q2[2] * y2[jj]
+                                s3 += q3[2] * y2[jj]
+                            s[0, jj] = s0
+                            s[1, jj] = s1
+                            s[2, jj] = s2
+                            s[3, jj] = s3
+                        m0 = -np.inf
+                        m1 = -np.inf
+                        m2 = -np.inf
+                        m3 = -np.inf
+                        for jj in range(t):
+                            m0 = maxnum(m0, s[0, jj])
+                            m1 = maxnum(m1, s[1, jj])
+                            m2 = maxnum(m2, s[2, jj])
+                            m3 = maxnum(m3, s[3, jj])
+                        v0 = VsT[0, j0 : j0 + t]
+                        v1 = VsT[1 if DV > 1 else 0, j0 : j0 + t]
+                        v2 = VsT[2 if DV > 2 else 0, j0 : j0 + t]
+                        for r in range(TARGETS):
+                            tile_max = m0 if r == 0 else (m1 if r == 1 else (m2 if r == 2 else m3))
+                            if tile_max > run_max[r]:
+                                scale = np.exp2(run_max[r] - tile_max)
+                                total[r] *= scale
+                                for k in range(3):
+                                    acc[r, k] *= scale
+                                run_max[r] = tile_max
+                            if run_max[r] == -np.inf:
                                 continue
+                            mr = run_max[r]
                             t_sum = 0.0
-                            if FUSED:
-                                a0 = 0.0
-                                a1 = 0.0
-                                a2 = 0.0
-                                v0 = VsT[0, j0 : j0 + t] if DV > 0 else lt
-                                v1 = VsT[1, j0 : j0 + t] if DV > 1 else lt
-                                v2 = VsT[2, j0 : j0 + t] if DV > 2 else lt
-                                for jj in range(t):
-                                    e = exp2_64(s[jj] - run_max)
-                                    t_sum += e
-                                    if DV > 0:
-                                        a0 += e * v0[jj]
-                                    if DV > 1:
-                                        a1 += e * v1[jj]
-                                    if DV > 2:
-                                        a2 += e * v2[jj]
-                                if DV > 0:
-                                    acc[0] += a0
+                            a0 = 0.0
+                            a1 = 0.0
+                            a2 = 0.0
+                            for jj in range(t):
+                                e = exp2_64(s[r, jj] - mr)
+                                t_sum += e
+                                a0 += e * v0[jj]
                                 if DV > 1:
-                                    acc[1] += a1
+                                    a1 += e * v1[jj]
                                 if DV > 2:
-                                    acc[2] += a2
-                            else:
-                                for jj in range(t):
-                                    e = exp2_64(s[jj] - run_max)
-                                    t_sum += e
-                                    s[jj] = e
-                                for k in range(DV):
-                                    vt = VsT[k, j0 : j0 + t]
-                                    ak = 0.0
-                                    for jj in range(t):
-                                        ak += s[jj] * vt[jj]
-                                    acc[k] += ak
-                            total += t_sum
-                scanned[i] = nscan
+                                    a2 += e * v2[jj]
+                            total[r] += t_sum
+                            acc[r, 0] += a0
+                            acc[r, 1] += a1
+                            acc[r, 2] += a2
+            for r in range(last + 1 - i0):
+                scanned[i0 + r] = nscan
                 if not count_only:
                     for k in range(DV):
-                        num[i, k] = acc[k]
-                    den[i] = total
-                    smax[i] = run_max
+                        num[i0 + r, k] = acc[r, k]
+                    den[i0 + r] = total[r]
+                    smax[i0 + r] = run_max[r]
 
     return kernel
 
@@ -241,7 +264,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     qhat[sparse] = b[sparse] / norm_b[sparse, None]
 
     tree = cKDTree(Ym)
-    _, jnn = tree.query(qhat[sparse], k=1)
+    _, jnn = tree.query(qhat[sparse], k=1, workers=numba.get_num_threads())
     s_nn = c2[sparse] * np.einsum("ij,ij->i", qhat[sparse], Ym[jnn]) + l2[jnn]
     num_tau = s_nn + log2tol - lmax
     slack = 8 * np.finfo(np.float64).eps * (np.abs(s_nn) + abs(log2tol) + abs(lmax) + c2[sparse])
@@ -255,7 +278,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
 
     # the grid: spacing about half the median radius, at most MAX_CELLS cells
     gz_dims = 3 if d == 3 else 2
-    h = max(0.5 * float(np.median(rho[sparse])), 2.0 / MAX_CELLS ** (1.0 / gz_dims), 1e-6)
+    h = max(CELL_FACTOR * float(np.median(rho[sparse])), 2.0 / MAX_CELLS ** (1.0 / gz_dims), 1e-6)
     g = int(math.ceil(2.0 / h))
     h = 2.0 / g
     gz = g if d == 3 else 1
@@ -277,6 +300,10 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
 
     kernel = _make_kernel(d, d)
     idx = np.flatnonzero(sparse)
+    tcells = _grid(C3[idx], h, g)
+    if d == 2:
+        tcells[:, 2] = 0
+    idx = idx[np.argsort((tcells[:, 0] * g + tcells[:, 1]) * gz + tcells[:, 2], kind="stable")]
     q_s, c_s, r_s = q2[idx], np.ascontiguousarray(C3[idx]), np.ascontiguousarray(rho[idx])
     ns = len(idx)
     num_s = np.empty((ns, d))
