@@ -14,14 +14,19 @@ Finding them (all in log2 units inside, as in the exact kernel):
    in the chordal ball |q_i - y_j|^2 <= rho_i^2 = 2 - 2 tau_i, tau_i = (A_i + log tol -
    L) / c_i (tau_i is lowered by a few ulps of its terms so that rounding never shrinks
    the ball).
-3. The ball is enumerated on a uniform cell grid over [-1, 1]^3 (d = 2 is embedded with a
-   zero third coordinate): the sources are sorted by cell, so for each (x, y) column of
-   cells that meets the ball the cells cut by the ball's z-extent in that column are one
-   contiguous range of sorted sources.  Every source of those ranges (a superset of the
-   ball) is summed by the exact kernel's tile loop (scores, maxnum, online log-sum-exp,
-   vectorized exp, fused weighted sums), so the kept set always contains every source
-   with relative weight >= tol.  Cost O(N k) after an O(M log M) sort and tree build,
-   k the number of sources scanned per target; memory O(N + M + cells).
+3. The ball is enumerated on spherical bands: the sources are sorted by (polar band,
+   azimuth) (d = 3: bands of polar angle theta of height about half the median angular
+   ball radius; d = 2: one band, sorted by angle).  The cap meets a few bands; in each,
+   its azimuth half-width is computed exactly for that band (``_band_half_width``), and
+   the sources in that azimuth interval are one or two contiguous ranges (binary search).
+   Targets are sorted the same way and taken in groups of four whose intervals are
+   merged, so each source tile loaded serves four targets (register blocking, as in the
+   exact kernel).  Every source of those ranges (a superset of each member's ball) is
+   summed by the exact kernel's tile loop (scores, maxnum, online log-sum-exp, vectorized
+   exp, fused weighted sums), so the kept set always contains every source with relative
+   weight >= tol.  Cost O(N k) after an O(M log M) sort and tree build, k the number of
+   sources scanned per target (about 1.5 times the ball's at beta = 1000 on S^2); memory
+   O(N + M).
 
 Error bound.  Let D_i be the dropped sources of target i, W_i = sum_j m_j e^{s_ij} and
 w_max = max_j m_j e^{s_ij} <= W_i.  Every dropped source has m_j e^{s_ij} < tol w_max, so
@@ -39,7 +44,7 @@ beyond the ball, so the actual error is usually orders of magnitude smaller.
 
 Fallback to the exact kernel (same result bit for bit as ``kernel="exact"``):
 
-- tol = 0, d > 3, or sources not on the unit sphere (| |y|^2 - 1 | > 1e-12): for all targets;
+- tol = 0, d > 3 (no band structure), or sources not on the unit sphere (| |y|^2 - 1 | > 1e-12): for all targets;
 - per target where B^T x_i = 0 or the ball is the whole sphere (tau_i <= -1);
 - for all targets when the sources to scan exceed ``FALLBACK_FRACTION`` of all pairs
   (small beta: the balls cover a large part of the sphere and truncation would not pay).
@@ -53,7 +58,7 @@ import numpy as np
 from numba import prange
 from scipy.spatial import cKDTree
 
-from ._jit import jit_parallel
+from ._jit import jit, jit_parallel
 from .attention import LOG2E, TARGETS, TILE
 from .fastexp import exp2_64, maxnum
 
@@ -61,10 +66,10 @@ __all__ = ["truncated_sums", "TruncationInfo", "FALLBACK_FRACTION"]
 
 #: Use the exact kernel when the truncated one would scan more than this fraction of pairs.
 FALLBACK_FRACTION = 0.25
-#: Grid spacing as a fraction of the median ball radius.
-CELL_FACTOR = 0.35
-#: Upper bound on the number of grid cells (the cell-start table is 8 bytes a cell).
-MAX_CELLS = 1 << 21
+#: Polar band height as a fraction of the median angular ball radius.
+CELL_FACTOR = 0.5
+#: Upper bound on the number of polar bands.
+MAX_BANDS = 1 << 16
 
 
 class TruncationInfo:
@@ -80,81 +85,132 @@ def _unit_sources(Y):
     return bool(np.all(np.abs(np.einsum("ij,ij->i", Y, Y) - 1.0) <= 1e-12))
 
 
-def _grid(points3, h, g):
-    """Cell coordinates (M, 3) of points in [-1, 1]^3 on a grid of spacing h, g cells per axis."""
-    idx = np.floor((points3 + 1.0) / h).astype(np.int64)
-    np.clip(idx, 0, g - 1, out=idx)
-    return idx
+@jit
+def _band_ranges(lo, hi, a, b, phi, out):
+    """Ranges of sorted sources [a, b) (sorted by azimuth phi) with phi in [lo, hi]
+    (lo < hi, hi - lo < 2 pi, both within [-3 pi, 3 pi]); wrap-around splits it in two.
+    Writes up to two (start, stop) pairs into out; returns their number."""
+    two_pi = 2.0 * math.pi
+    if lo < -math.pi:
+        out[0, 0] = a + np.searchsorted(phi[a:b], lo + two_pi)
+        out[0, 1] = b
+        out[1, 0] = a
+        out[1, 1] = a + np.searchsorted(phi[a:b], hi, side="right")
+        return 2
+    if hi > math.pi:
+        out[0, 0] = a + np.searchsorted(phi[a:b], lo)
+        out[0, 1] = b
+        out[1, 0] = a
+        out[1, 1] = a + np.searchsorted(phi[a:b], hi - two_pi, side="right")
+        return 2
+    out[0, 0] = a + np.searchsorted(phi[a:b], lo)
+    out[0, 1] = a + np.searchsorted(phi[a:b], hi, side="right")
+    return 1
+
+
+@jit
+def _band_half_width(theta0, alpha, dphi_cap, ta, tb):
+    """Azimuth half-width of the cap (center polar angle theta0, angular radius alpha) over
+    the polar band [ta, tb]: -1 if the cap misses the band, pi if the cap holds a pole.
+
+    At polar angle t the cap spans |dphi| <= acos((cos alpha - cos t cos theta0) /
+    (sin t sin theta0)); over t this is largest at cos t = cos theta0 / cos alpha
+    (where it equals ``dphi_cap`` = asin(sin alpha / sin theta0)) and decreases away from
+    it, so over the band it is the value at that t if the band holds it, else at the band
+    edge nearest to it.  A few ulps are added so that rounding never narrows it.
+    """
+    lo = max(ta, theta0 - alpha)
+    hi = min(tb, theta0 + alpha)
+    if hi < lo:
+        return -1.0
+    if dphi_cap >= math.pi:
+        return math.pi
+    t_star = math.acos(min(1.0, math.cos(theta0) / math.cos(alpha)))
+    t = min(max(t_star, lo), hi)
+    st = math.sin(t) * math.sin(theta0)
+    if st <= 0.0:
+        return math.pi
+    c = (math.cos(alpha) - math.cos(t) * math.cos(theta0)) / st
+    if c <= -1.0:
+        return math.pi
+    return min(dphi_cap, math.acos(min(1.0, c)) * (1 + 1e-12) + 1e-12)
 
 
 @functools.lru_cache(maxsize=None)
 def _make_kernel(d, dv):
-    """Truncated kernel specialized to d (<= 3) and dv (<= 3).
+    """Truncated kernel specialized to d (2 or 3) and dv (<= 3).
 
-    Targets come sorted by the cell of their ball center and are processed in groups of
-    ``TARGETS`` consecutive ones (register blocking, as in the exact kernel): the group
-    scans, column by column, the union of its members' z-ranges, one contiguous range of
-    sorted sources per column, with the exact kernel's tile loop.  Each member's sums are
-    its own (a superset of its ball), so the result of a target does not depend on the
-    thread count; it does depend on its group, which is fixed by the input.  Writes the
-    number of sources scanned per target; ``count_only`` stops there.
+    Targets come sorted by (band, azimuth) of their ball center and are processed in groups
+    of ``TARGETS`` consecutive ones (register blocking, as in the exact kernel): per polar
+    band the group scans one azimuth interval, the union of its members' intervals, which
+    is one or two contiguous ranges of the sorted sources, with the exact kernel's tile
+    loop.  Each member's sums are its own (over a superset of its ball).  Writes the number
+    of sources scanned per target; ``count_only`` stops there.
     """
     D = int(d)
     DV = int(dv)
 
     @jit_parallel
-    def kernel(q, center, rho, YsT, VsT, Ls, cell_start, h, g, gz, count_only, num, den, smax, scanned):
+    def kernel(q, theta, phi0, alpha, dphi, YsT, VsT, Ls, phi, band_start, hb, count_only, num, den, smax, scanned):
         n = q.shape[0]
+        nbands = band_start.size - 1
         ngroups = (n + TARGETS - 1) // TARGETS
         for grp in prange(ngroups):
             s = np.empty((TARGETS, TILE))
             acc = np.zeros((TARGETS, 3))
             total = np.zeros(TARGETS)
             run_max = np.full(TARGETS, -np.inf)
+            ranges = np.empty((2, 2), dtype=np.int64)
             i0 = grp * TARGETS
             last = min(n, i0 + TARGETS) - 1
             q0 = q[i0]
             q1 = q[min(i0 + 1, last)]
             q2 = q[min(i0 + 2, last)]
             q3 = q[min(i0 + 3, last)]
-            # the group's box in x and y
-            ix0 = g
-            ix1 = -1
-            iy0 = g
-            iy1 = -1
+            # bands met by the group's caps
+            th0 = math.pi
+            th1 = 0.0
+            ref = phi0[i0]
             for i in range(i0, last + 1):
-                r = rho[i]
-                ix0 = min(ix0, max(0, int(math.floor((center[i, 0] - r + 1.0) / h))))
-                ix1 = max(ix1, min(g - 1, int(math.floor((center[i, 0] + r + 1.0) / h))))
-                iy0 = min(iy0, max(0, int(math.floor((center[i, 1] - r + 1.0) / h))))
-                iy1 = max(iy1, min(g - 1, int(math.floor((center[i, 1] + r + 1.0) / h))))
+                th0 = min(th0, theta[i] - alpha[i])
+                th1 = max(th1, theta[i] + alpha[i])
+            b0 = 0
+            b1 = nbands - 1
+            if D == 3:
+                b0 = max(0, int(math.floor(th0 / hb)))
+                b1 = min(nbands - 1, int(math.floor(th1 / hb)))
             nscan = 0
-            for ix in range(ix0, ix1 + 1):
-                xlo = ix * h - 1.0
-                for iy in range(iy0, iy1 + 1):
-                    ylo = iy * h - 1.0
-                    iz0 = gz
-                    iz1 = -1
-                    for i in range(i0, last + 1):
-                        cx = center[i, 0]
-                        cy = center[i, 1]
-                        dx = max(0.0, max(xlo - cx, cx - (xlo + h)))
-                        dy = max(0.0, max(ylo - cy, cy - (ylo + h)))
-                        rest = rho[i] * rho[i] - dx * dx - dy * dy
-                        if rest < 0.0:
-                            continue
-                        if gz == 1:
-                            iz0 = 0
-                            iz1 = 0
-                        else:
-                            hz = math.sqrt(rest)
-                            iz0 = min(iz0, max(0, int(math.floor((center[i, 2] - hz + 1.0) / h))))
-                            iz1 = max(iz1, min(gz - 1, int(math.floor((center[i, 2] + hz + 1.0) / h))))
-                    if iz1 < iz0:
+            for band in range(b0, b1 + 1):
+                a_band = band_start[band]
+                b_band = band_start[band + 1]
+                # the union of the members' azimuth intervals within this band
+                lo = np.inf
+                hi = -np.inf
+                full = False
+                for i in range(i0, last + 1):
+                    w = _band_half_width(theta[i], alpha[i], dphi[i], band * hb, (band + 1) * hb) if D == 3 else dphi[i]
+                    if w < 0.0:
+                        continue  # this member's cap misses the band
+                    if w >= math.pi:
+                        full = True
+                    c = ref + (phi0[i] - ref + math.pi) % (2.0 * math.pi) - math.pi  # unwrapped near ref
+                    lo = min(lo, c - w)
+                    hi = max(hi, c + w)
+                if hi < lo:
+                    continue
+                if hi - lo >= 2.0 * math.pi:
+                    full = True
+                if full:
+                    ranges[0, 0] = a_band
+                    ranges[0, 1] = b_band
+                    nr = 1
+                else:
+                    nr = _band_ranges(lo, hi, a_band, b_band, phi, ranges)
+                for ri in range(nr):
+                    a = ranges[ri, 0]
+                    b = ranges[ri, 1]
+                    if b <= a:
                         continue
-                    base = (ix * g + iy) * gz
-                    a = cell_start[base + iz0]
-                    b = cell_start[base + iz1 + 1]
                     nscan += b - a
                     if count_only:
                         continue
@@ -263,7 +319,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     qhat = np.zeros_like(b)
     qhat[sparse] = b[sparse] / norm_b[sparse, None]
 
-    tree = cKDTree(Ym)
+    tree = cKDTree(Ym, balanced_tree=False, compact_nodes=False)
     _, jnn = tree.query(qhat[sparse], k=1, workers=numba.get_num_threads())
     s_nn = c2[sparse] * np.einsum("ij,ij->i", qhat[sparse], Ym[jnn]) + l2[jnn]
     num_tau = s_nn + log2tol - lmax
@@ -276,45 +332,50 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     if not sparse.any():
         return exact("no target has a ball smaller than the sphere")
 
-    # the grid: spacing about half the median radius, at most MAX_CELLS cells
-    gz_dims = 3 if d == 3 else 2
-    h = max(CELL_FACTOR * float(np.median(rho[sparse])), 2.0 / MAX_CELLS ** (1.0 / gz_dims), 1e-6)
-    g = int(math.ceil(2.0 / h))
-    h = 2.0 / g
-    gz = g if d == 3 else 1
-    P3 = np.zeros((len(Ym), 3))
-    P3[:, :d] = Ym
-    C3 = np.zeros((n, 3))
-    C3[:, :d] = qhat
-    cells = _grid(P3, h, g)
+    # spherical bands: polar angle theta (d = 3; one band for d = 2), azimuth phi
+    alpha = np.zeros(n)
+    alpha[sparse] = 2.0 * np.arcsin(np.minimum(1.0, rho[sparse] / 2.0)) * (1 + 1e-12) + 1e-12
+    theta_t = np.arccos(np.clip(qhat[:, 2], -1.0, 1.0)) if d == 3 else np.full(n, 0.5 * math.pi)
+    phi_t = np.arctan2(qhat[:, 1], qhat[:, 0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dphi = np.where(
+            (theta_t - alpha > 0) & (theta_t + alpha < math.pi),
+            np.arcsin(np.minimum(1.0, np.sin(alpha) / np.sin(theta_t))) * (1 + 1e-12) + 1e-12,
+            math.pi,
+        )
     if d == 2:
-        cells[:, 2] = 0
-    cell_id = (cells[:, 0] * g + cells[:, 1]) * gz + cells[:, 2]
-    order = np.argsort(cell_id, kind="stable")
-    cell_start = np.searchsorted(cell_id[order], np.arange(g * g * gz + 1)).astype(np.int64)
+        dphi = alpha.copy()
+    theta_s = np.arccos(np.clip(Ym[:, 2], -1.0, 1.0)) if d == 3 else np.full(len(Ym), 0.5 * math.pi)
+    phi_s = np.arctan2(Ym[:, 1], Ym[:, 0])
+    nbands = 1
+    if d == 3:
+        nbands = int(min(MAX_BANDS, max(1, math.ceil(math.pi / (CELL_FACTOR * float(np.median(alpha[sparse])))))))
+    hb = math.pi / nbands
+    band_s = np.minimum((theta_s / hb).astype(np.int64), nbands - 1)
+    order = np.lexsort((phi_s, band_s))
+    band_start = np.searchsorted(band_s[order], np.arange(nbands + 1)).astype(np.int64)
     Ys = Ym[order]
     YsT = np.ascontiguousarray(Ys.T)
     VsT = np.ascontiguousarray(model.V @ Ys.T)
     Ls = np.ascontiguousarray(l2[order])
+    phis = np.ascontiguousarray(phi_s[order])
     q2 = np.ascontiguousarray((LOG2E * beta) * b)
 
     kernel = _make_kernel(d, d)
     idx = np.flatnonzero(sparse)
-    tcells = _grid(C3[idx], h, g)
-    if d == 2:
-        tcells[:, 2] = 0
-    idx = idx[np.argsort((tcells[:, 0] * g + tcells[:, 1]) * gz + tcells[:, 2], kind="stable")]
-    q_s, c_s, r_s = q2[idx], np.ascontiguousarray(C3[idx]), np.ascontiguousarray(rho[idx])
+    band_t = np.minimum((theta_t[idx] / (hb / 8)).astype(np.int64), 8 * nbands - 1)  # finer: tight groups
+    idx = idx[np.lexsort((phi_t[idx], band_t))]
+    args = (q2[idx], theta_t[idx], phi_t[idx], alpha[idx], dphi[idx], YsT, VsT, Ls, phis, band_start, hb)
     ns = len(idx)
     num_s = np.empty((ns, d))
     den_s = np.empty(ns)
     smax_s = np.empty(ns)
     scanned_s = np.empty(ns, dtype=np.int64)
-    kernel(q_s, c_s, r_s, YsT, VsT, Ls, cell_start, h, g, gz, True, num_s, den_s, smax_s, scanned_s)
+    kernel(*args, True, num_s, den_s, smax_s, scanned_s)
     dense = np.flatnonzero(~sparse)
     if scanned_s.sum() + len(dense) * len(Ym) > FALLBACK_FRACTION * n * len(Ym):
         return exact("truncation would not pay")
-    kernel(q_s, c_s, r_s, YsT, VsT, Ls, cell_start, h, g, gz, False, num_s, den_s, smax_s, scanned_s)
+    kernel(*args, False, num_s, den_s, smax_s, scanned_s)
 
     num = np.empty((n, d))
     den = np.empty(n)
