@@ -20,6 +20,7 @@ import mfpde
 from mfpde.kernels import exact_sums, finish
 from mfpde.kernels.fastexp import exp2_array, exp_array
 from mfpde.kernels.reference import attention_average_numpy
+from mfpde.kernels import truncated
 from mfpde.kernels.truncated import truncated_sums
 from mfpde.sphere import tangent_projection
 
@@ -144,6 +145,13 @@ def test_float32_mode_meets_its_documented_accuracy(rng, d, beta, normalization)
 # --------------------------------------------------------------------------- truncated
 
 
+@pytest.fixture(autouse=True)
+def truncate_small_problems(monkeypatch):
+    """The truncated kernel skips problems below MIN_PAIRS pairs (overhead); the tests here
+    use small sizes, so the threshold is lowered to exercise the truncated path."""
+    monkeypatch.setattr(truncated, "MIN_PAIRS", 0)
+
+
 def truncated_field(model, X, Y, m, tol):
     num, den, smax, info = truncated_sums(model, X, Y, m, tol, return_info=True)
     return tangent_projection(X, finish(model, num, den, smax)), info
@@ -182,10 +190,15 @@ def test_truncated_error_bound(rng, tol, normalization):
     assert err.max() > 0.0 or tol < 1e-6
 
 
-def test_truncated_is_the_exact_kernel_at_tolerance_zero_and_in_fallback(rng):
+def test_truncated_is_the_exact_kernel_at_tolerance_zero_and_in_fallback(rng, monkeypatch):
     X, Y = unit_rows(rng, 300, 3), unit_rows(rng, 700, 3)
     m = rng.random(700)
     big = random_model(rng, 3, 1000.0)
+    monkeypatch.setattr(truncated, "MIN_PAIRS", 1e6)  # 300 x 700 is below: exact
+    _, info = truncated_field(big, X, Y, m, 1e-12)
+    assert info.mode == "problem too small"
+    np.testing.assert_array_equal(mfpde.velocity(big, X, Y, m, kernel="truncated"), mfpde.velocity(big, X, Y, m))
+    monkeypatch.setattr(truncated, "MIN_PAIRS", 0)
     exact = mfpde.velocity(big, X, Y, m)
     np.testing.assert_array_equal(mfpde.velocity(big, X, Y, m, kernel="truncated", tolerance=0.0), exact)
     small = random_model(rng, 3, 2.0)  # balls cover the sphere: falls back

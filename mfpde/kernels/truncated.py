@@ -44,7 +44,9 @@ beyond the ball, so the actual error is usually orders of magnitude smaller.
 
 Fallback to the exact kernel (same result bit for bit as ``kernel="exact"``):
 
-- tol = 0, d > 3 (no band structure), or sources not on the unit sphere (| |y|^2 - 1 | > 1e-12): for all targets;
+- tol = 0, N M < ``MIN_PAIRS`` = 2e7 (the tree, sort and counting pass would cost more
+  than the exact sum), d > 3 (no band structure), or sources not on the unit sphere
+  (| |y|^2 - 1 | > 1e-12): for all targets;
 - per target where B^T x_i = 0 or the ball is the whole sphere (tau_i <= -1);
 - for all targets when the sources to scan exceed ``FALLBACK_FRACTION`` of all pairs
   (small beta: the balls cover a large part of the sphere and truncation would not pay).
@@ -66,6 +68,8 @@ __all__ = ["truncated_sums", "TruncationInfo", "FALLBACK_FRACTION"]
 
 #: Use the exact kernel when the truncated one would scan more than this fraction of pairs.
 FALLBACK_FRACTION = 0.25
+#: Below this many pairs the tree, sort and counting pass cost more than the exact sum.
+MIN_PAIRS = 2e7
 #: Polar band height as a fraction of the median angular ball radius.
 CELL_FACTOR = 0.5
 #: Upper bound on the number of polar bands.
@@ -301,6 +305,8 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
 
     if tolerance <= 0.0:
         return exact("tolerance = 0")
+    if float(n) * m_all < MIN_PAIRS:
+        return exact("problem too small")
     if d > 3:
         return exact("d > 3")
     pos = np.flatnonzero(weights > 0)
