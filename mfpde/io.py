@@ -18,9 +18,11 @@ dataset, three names) so that each group sees its time coordinate.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 
 import h5py
@@ -531,8 +533,39 @@ def _open_mfpde(path) -> h5py.File:
     return f
 
 
+#: Reading a file while a writer appends to it (no SWMR) can meet half-updated HDF5
+#: metadata; such reads are retried this many times, ``_READ_RETRY_WAIT`` seconds apart.
+_READ_RETRIES = 20
+_READ_RETRY_WAIT = 0.05
+
+
+def _retrying(read):
+    """Retry a read that met a file being written; then one clear ``ValueError``."""
+
+    @functools.wraps(read)
+    def wrapper(path):
+        for attempt in range(_READ_RETRIES):
+            try:
+                return read(path)
+            except (KeyError, TypeError, RuntimeError, AttributeError, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
+                    raise
+                if attempt == _READ_RETRIES - 1:
+                    raise ValueError(f"{os.fspath(path)} could not be read consistently (is a run writing it "
+                                     f"right now?): {' '.join(str(exc).split())}") from None
+                time.sleep(_READ_RETRY_WAIT)
+
+    return wrapper
+
+
+@_retrying
 def load(path) -> Result:
-    """Read a run file into a :class:`Result` (only finished snapshots: ``len(/time)``)."""
+    """Read a run file into a :class:`Result` (only finished snapshots: ``len(/time)``).
+
+    A file that a run is writing at the same moment is read as of its last finished
+    snapshot; a read that meets half-written metadata is retried (up to ~1 s), then raises
+    ``ValueError``.
+    """
     with _open_mfpde(path) as f:
         T = _n_finished(f)
         times = f["time"][:T]
@@ -561,6 +594,7 @@ def load(path) -> Result:
         )
 
 
+@_retrying
 def info(path) -> str:
     """A human-readable summary of a run file (``mfpde info``)."""
     with _open_mfpde(path) as f:

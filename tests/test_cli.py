@@ -123,15 +123,15 @@ def test_info_summarises_the_file(config_file, tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1
 
 
-def wait_for_snapshots(path, at_least, timeout=60.0):
+def wait_for_snapshots(path, at_least, timeout=60.0, poll=0.05):
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
             if os.path.exists(path) and mfpde.load(path).n_snapshots >= at_least:
                 return
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # not created yet, or caught mid-write (load retries, then says so)
             pass
-        time.sleep(0.05)
+        time.sleep(poll)
     raise TimeoutError(f"{path} did not reach {at_least} snapshots")
 
 
@@ -141,15 +141,16 @@ def wait_for_snapshots(path, at_least, timeout=60.0):
 def test_killed_run_keeps_its_snapshots_and_resume_completes_it(config_file, tmp_path, sig, status, code):
     """Kill at a random moment; the file opens, its snapshots equal the uninterrupted run's
     and --resume finishes with the same final state bit for bit."""
-    cfg = config_file(n=300, t_end=4.0)
+    cfg = config_file(n=400, t_end=6.0)
     reference = mfpde.run(cfg, output=tmp_path / "reference.h5")
     rng = np.random.default_rng(int(sig))
     out = tmp_path / "out.h5"
     proc = subprocess.Popen([sys.executable, "-m", "mfpde", "run", str(cfg)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_snapshots(out, 2)
-        time.sleep(rng.uniform(0.0, 1.0))
+        # a random moment: after a random number of snapshots (of 61), at a random phase
+        wait_for_snapshots(out, int(rng.integers(2, 30)), poll=0.005)
+        time.sleep(rng.uniform(0.0, 0.02))
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
