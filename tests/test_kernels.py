@@ -375,8 +375,8 @@ def test_peak_memory_at_a_million_points_stays_under_1_gib():
 
 @pytest.mark.slow
 def test_truncated_square_field_at_a_million_points_stays_under_1_gib():
-    """The full 1e6 x 1e6 field at beta = 1000 with the truncated kernel (about a minute
-    on 2 cores)."""
+    """The full 1e6 x 1e6 field at beta = 1000 with the truncated kernel (measured: 33.5 s
+    and 755 MiB peak on 2 busy cores)."""
     peak = peak_rss_kib(
         """
         import resource, time, numpy as np, mfpde

@@ -326,8 +326,11 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     qhat[sparse] = b[sparse] / norm_b[sparse, None]
 
     tree = cKDTree(Ym, balanced_tree=False, compact_nodes=False)
-    _, jnn = tree.query(qhat[sparse], k=1, workers=numba.get_num_threads())
-    s_nn = c2[sparse] * np.einsum("ij,ij->i", qhat[sparse], Ym[jnn]) + l2[jnn]
+    q_sparse = qhat[sparse]
+    _, jnn = tree.query(q_sparse, k=1, workers=numba.get_num_threads())
+    del tree  # O(M) memory, not needed past this point
+    s_nn = c2[sparse] * np.einsum("ij,ij->i", q_sparse, Ym[jnn]) + l2[jnn]
+    del q_sparse, jnn
     num_tau = s_nn + log2tol - lmax
     slack = 8 * np.finfo(np.float64).eps * (np.abs(s_nn) + abs(log2tol) + abs(lmax) + c2[sparse])
     tau = np.full(n, -np.inf)
@@ -365,13 +368,17 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     VsT = np.ascontiguousarray(model.V @ Ys.T)
     Ls = np.ascontiguousarray(l2[order])
     phis = np.ascontiguousarray(phi_s[order])
+    m_pos = len(Ym)
+    del Ys, Ym, theta_s, phi_s, band_s, order, qhat  # keep the peak memory O(N + M) small
     q2 = np.ascontiguousarray((LOG2E * beta) * b)
+    del b
 
     kernel = _make_kernel(d, d)
     idx = np.flatnonzero(sparse)
     band_t = np.minimum((theta_t[idx] / (hb / 8)).astype(np.int64), 8 * nbands - 1)  # finer: tight groups
     idx = idx[np.lexsort((phi_t[idx], band_t))]
     args = (q2[idx], theta_t[idx], phi_t[idx], alpha[idx], dphi[idx], YsT, VsT, Ls, phis, band_start, hb)
+    del q2, band_t, theta_t, phi_t, dphi
     ns = len(idx)
     num_s = np.empty((ns, d))
     den_s = np.empty(ns)
@@ -379,7 +386,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     scanned_s = np.empty(ns, dtype=np.int64)
     kernel(*args, True, num_s, den_s, smax_s, scanned_s)
     dense = np.flatnonzero(~sparse)
-    if scanned_s.sum() + len(dense) * len(Ym) > FALLBACK_FRACTION * n * len(Ym):
+    if scanned_s.sum() + len(dense) * m_pos > FALLBACK_FRACTION * n * m_pos:
         return exact("truncation would not pay")
     kernel(*args, False, num_s, den_s, smax_s, scanned_s)
 
