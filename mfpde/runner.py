@@ -106,53 +106,83 @@ def run(
     if output is not None:
         config = config.replace(output=config.output.replace(path=os.fspath(output)))
     _check_runnable(config)
-    model, opts = config.model, config.solver
-    times = snapshot_times(opts.t_end, config.output.save_every)
-    names = config.output.diagnostics
+    times = snapshot_times(config.solver.t_end, config.output.save_every)
     path = config.output.path
-    if opts.method == "fv":
-        return _run_fv(config, times, resume=resume, force=force, on_step=on_step)
-    solver = ParticleSolver(model, opts)
-    with RunWriter(path, model=model, config=config.to_dict(), mode="resume" if resume else "w", force=force) as writer:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
+    method = _FiniteVolumes(config) if config.solver.method == "fv" else _Particles(config)
+    names = config.output.diagnostics
+    with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
+                   force=force) as writer:
         if resume and writer.n_snapshots > 0:
-            first = load(path)
-            positions0, weights = first.positions[0], first.weights
-            t_last, positions = writer.last_snapshot()
+            state0 = method.stored_initial_state(load(path))
+            t_last, state = writer.last_snapshot()
             remaining = times[times > t_last * (1 + 1e-12)]
         else:
-            positions0, weights = initial_measure(config.initial, model.d)
-            positions, t_last, remaining = positions0, 0.0, times
-            writer.write_weights(weights)
-        context = make_context(model, positions0, weights, config.wasserstein, memory_budget=W_MEMORY_BUDGET)
+            state0 = method.initial_state()
+            state, t_last, remaining = state0, 0.0, times
+            method.write_static(writer)
+        context = make_context(config.model, *method.measure(state0), config.wasserstein,
+                               memory_budget=W_MEMORY_BUDGET)
         if not resume or writer.n_snapshots == 0:
             writer.write_limit(context.limit_points, context.limit_weights)
-        for t, x in solver.snapshots(positions, weights, remaining, t0=t_last, on_step=on_step):
-            writer.append_snapshot(t, positions=x, diagnostics=evaluate(names, x, weights, context))
+        for t, snapshot in method.snapshots(state, remaining, t_last, on_step):
+            diagnostics = evaluate(names, *method.measure(snapshot), context)
+            writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
         writer.set_status("complete")
     return load(path)
 
 
-def _run_fv(config: Config, times, *, resume: bool, force: bool, on_step) -> Result:
-    """The finite-volume branch: cell masses on the circle mesh, diagnostics on (centers, masses)."""
-    model, opts = config.model, config.solver
-    names = config.output.diagnostics
-    path = config.output.path
-    solver = FVCircleSolver(model, opts)
-    mesh = solver.mesh
-    centers = np.asarray(mesh.center_points)
-    with RunWriter(path, model=model, config=config.to_dict(), mode="resume" if resume else "w", force=force) as writer:
-        if resume and writer.n_snapshots > 0:
-            masses0 = load(path).mass[0]
-            t_last, masses = writer.last_snapshot()
-            remaining = times[times > t_last * (1 + 1e-12)]
-        else:
-            masses0 = initial_cell_masses(config.initial, mesh.edges)
-            masses, t_last, remaining = masses0, 0.0, times
-            writer.write_grid(centers, mesh.areas)
-        context = make_context(model, centers, masses0, config.wasserstein, memory_budget=W_MEMORY_BUDGET)
-        if not resume or writer.n_snapshots == 0:
-            writer.write_limit(context.limit_points, context.limit_weights)
-        for t, m in solver.snapshots(masses, remaining, t0=t_last, on_step=on_step):
-            writer.append_snapshot(t, mass=m, diagnostics=evaluate(names, centers, m, context))
-        writer.set_status("complete")
-    return load(path)
+class _Particles:
+    """Particles: the state is the positions; the masses are fixed and stored once."""
+
+    state_name = "positions"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.solver = ParticleSolver(config.model, config.solver)
+        self.weights = None
+
+    def initial_state(self):
+        positions, self.weights = initial_measure(self.config.initial, self.config.model.d)
+        return positions
+
+    def stored_initial_state(self, result):
+        self.weights = result.weights
+        return result.positions[0]
+
+    def write_static(self, writer):
+        writer.write_weights(self.weights)
+
+    def measure(self, positions):
+        return positions, self.weights
+
+    def snapshots(self, positions, times, t0, on_step):
+        return self.solver.snapshots(positions, self.weights, times, t0=t0, on_step=on_step)
+
+
+class _FiniteVolumes:
+    """Finite volumes on the circle: the state is the cell masses at the cell centers."""
+
+    state_name = "mass"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.solver = FVCircleSolver(config.model, config.solver)
+        self.centers = np.asarray(self.solver.mesh.center_points)
+
+    def initial_state(self):
+        return initial_cell_masses(self.config.initial, self.solver.mesh.edges)
+
+    def stored_initial_state(self, result):
+        return result.mass[0]
+
+    def write_static(self, writer):
+        writer.write_grid(self.centers, self.solver.mesh.areas)
+
+    def measure(self, masses):
+        return self.centers, masses
+
+    def snapshots(self, masses, times, t0, on_step):
+        return self.solver.snapshots(masses, times, t0=t0, on_step=on_step)
