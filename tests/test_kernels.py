@@ -98,6 +98,30 @@ def test_every_kernel_matches_the_numpy_reference(rng, kernel, d, beta, normaliz
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_shift_overshoot_falls_back_to_the_online_maximum(rng, precision):
+    """Sources in a small cap, targets mostly on the far side, beta = 1000: the shift
+    |q| max|y| overshoots the true maximum by far more than the exponent range, so those
+    targets are recomputed with the online maximum; targets near the cap are not."""
+    d = 3
+    model = mfpde.Model(d=d, beta=1000.0, V=rng.standard_normal((d, d)))
+    Y = unit_rows(rng, 700, d)
+    Y[:, 2] = np.abs(Y[:, 2]) + 20.0
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    X = unit_rows(rng, 101, d)
+    X[:10] = Y[:10]
+    m = rng.random(700)
+    s2 = mfpde.kernels.LOG2E * (1000.0 * X @ model.B @ Y.T + np.log(m))
+    shift = mfpde.kernels.LOG2E * 1000.0 * np.linalg.norm(X @ model.B, axis=1) + np.log2(m.max())
+    overshoot = shift - s2.max(axis=1)
+    assert overshoot[:10].max() < 60 and overshoot.max() > 2000  # both paths are taken
+    num, den, smax = exact_sums(model, X, Y, m, precision)
+    ref = reference_field(model, X, Y, m)
+    got = tangent_projection(X, finish(model, num, den, smax))
+    tol = 1e-12 if precision == "float64" else float32_bound(model)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max())
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 255, 257])
 def test_group_and_tile_edges(rng, n):
     model = random_model(rng, 3, 20.0)

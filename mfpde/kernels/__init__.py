@@ -16,9 +16,13 @@ import math
 
 import numpy as np
 
-from .attention import LOG2E, PRECISIONS, hardmax_sums, make_softmax_sums, pack_sources
+from .attention import LOG2E, PRECISIONS, hardmax_sums, make_shifted_sums, make_softmax_sums, pack_sources
 
 __all__ = ["attention_average", "exact_sums", "log_partition", "LOG_FLOAT_MAX", "KERNELS", "PRECISIONS"]
+
+#: The shifted exact kernel's S_i below this means the shift overshot the maximum by more
+#: than ~900 (float64) / ~60 (float32) in log2 units: recompute with the online maximum.
+SHIFT_UNDERFLOW = {"float64": 2.0**-900, "float32": 2.0**-60}
 
 #: Names accepted by ``kernel=``.
 KERNELS = ("exact", "truncated")
@@ -48,18 +52,43 @@ def _log2_masses(weights):
 def exact_sums(model, X, Y, weights, precision="float64", values=True):
     """(N_i, S_i, M_i) of the exact kernel (``attention`` module docstring), M_i in log2 units.
 
-    Finite beta only.  ``values=False`` skips the numerator (N_i has shape (N, 0)).
+    For d <= 3 the shift M_i is the Cauchy-Schwarz bound |q_i| max|y_j| + max log2 m_j
+    (``make_shifted_sums``: one fused pass, no running maximum); targets where it
+    overshoots the true maximum so far that S_i < ``SHIFT_UNDERFLOW`` are recomputed with
+    the online maximum (``make_softmax_sums``), as are all targets for d > 3.  Finite beta
+    only.  ``values=False`` skips the numerator (N_i has shape (N, 0)).
     """
     dtype = PRECISIONS[precision]
     n, d = X.shape
     q = np.ascontiguousarray((LOG2E * model.beta) * (X @ model.B), dtype=dtype)
     VY = Y @ model.V.T if values else np.empty((len(Y), 0))
     Yp, Vp, Lp = pack_sources(Y, VY, _log2_masses(weights), dtype)
-    num = np.empty((n, VY.shape[1]))
+    dv = VY.shape[1]
+    num = np.empty((n, dv))
     den = np.empty(n)
     smax = np.empty(n)
-    if n:
-        make_softmax_sums(precision, d, VY.shape[1])(q, Yp, Vp, Lp, num, den, smax)
+    if not n:
+        return num, den, smax
+    redo = np.arange(n)
+    if dv <= 3:
+        # one fused pass with the shift U_i = |q_i| max|y_j| + max log2 m_j >= max_j s_ij
+        massive = weights > 0
+        ymax = math.sqrt(float(np.einsum("ij,ij->i", Y[massive], Y[massive]).max()))
+        lmax = float(np.log2(weights[massive].max()))
+        margin = 1e-12 if precision == "float64" else 1e-6
+        qnorm = np.sqrt(np.einsum("ij,ij->i", q.astype(np.float64), q.astype(np.float64)))
+        shift = (qnorm * (ymax * (1 + margin)) + lmax).astype(dtype).astype(np.float64)
+        make_shifted_sums(precision, d, dv)(q, shift, Yp, Vp, Lp, num, den)
+        smax[:] = shift
+        # where the bound exceeds the true maximum so much that the largest term may have
+        # underflowed, recompute with the online maximum
+        redo = np.flatnonzero(~(den >= SHIFT_UNDERFLOW[precision]))
+    if len(redo):
+        sub_num = np.empty((len(redo), dv))
+        sub_den = np.empty(len(redo))
+        sub_smax = np.empty(len(redo))
+        make_softmax_sums(precision, d, dv)(np.ascontiguousarray(q[redo]), Yp, Vp, Lp, sub_num, sub_den, sub_smax)
+        num[redo], den[redo], smax[redo] = sub_num, sub_den, sub_smax
     return num, den, smax
 
 

@@ -10,7 +10,8 @@ base-2 exponential ``fastexp.exp2_64``), every kernel computes per target
 
 Softmax is N_i / S_i; USA is 2^M_i N_i (formed by the caller in log space).
 
-Exact kernel (``make_softmax_sums``).  The sources are packed tile-major
+Exact kernel, online version (``make_softmax_sums``; ``make_shifted_sums`` is the
+single-pass variant used for d <= 3 when a bound on M_i is known).  The sources are packed tile-major
 (``pack_sources``): tiles of ``TILE`` sources, each holding its points (d, TILE), values
 (dv, TILE) and log-masses (TILE,) contiguously, the last tile padded with massless
 sources (l = -inf, which add exactly 0).  Per group of ``TARGETS`` = 4 targets (register
@@ -40,7 +41,7 @@ from numba import prange
 from ._jit import jit_parallel
 from .fastexp import exp2_32, exp2_64, maxnum
 
-__all__ = ["make_softmax_sums", "pack_sources", "hardmax_sums", "TILE", "TARGETS", "PRECISIONS", "UNROLLED_VALUES"]
+__all__ = ["make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "TILE", "TARGETS", "PRECISIONS", "UNROLLED_VALUES"]
 
 TILE = 256  # sources per tile: the (4, TILE) score buffer stays in L1
 TARGETS = 4  # targets per group (register blocking)
@@ -209,6 +210,134 @@ def make_softmax_sums(precision, d, dv):
                     num[i0 + r, k] = acc[r, k]
                 den[i0 + r] = total[r]
                 smax[i0 + r] = run_max[r]
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def make_shifted_sums(precision, d, dv):
+    """The exact kernel with a known shift: one fused pass per tile, no running maximum.
+
+    ``kernel(q, shift, Yp, Vp, Lp, num, den)`` fills num (N, dv) and den (N,) with
+    N_i = sum_j 2^(s_ij - U_i) v_j and S_i = sum_j 2^(s_ij - U_i) for the given shifts
+    U_i >= max_j s_ij (up to rounding; ``exact_sums`` uses the Cauchy-Schwarz bound
+    |q_i| max_j |y_j| + max_j l_j).  Every exponent is then <= 0 (+ a few ulps) without a
+    maximum, so scores, exponential and weighted sums of four targets are one pass over
+    the tile: each source point, value and log-mass is loaded once for four targets and
+    no score is stored.  The caller must check S_i: when U_i exceeds the true maximum by
+    so much that the largest term underflows (S_i tiny or 0), it recomputes the target
+    with the online kernel.  dv <= 3.
+    """
+    ftype = PRECISIONS[precision]
+    IS64 = precision == "float64"
+    D = int(d)
+    DV = int(dv)
+    if DV > 3:
+        raise ValueError("make_shifted_sums handles dv <= 3")
+
+    @jit_parallel
+    def kernel(q, shift, Yp, Vp, Lp, num, den):
+        n = q.shape[0]
+        ntiles = Yp.shape[0]
+        ngroups = (n + TARGETS - 1) // TARGETS
+        for g in prange(ngroups):
+            acc = np.zeros((TARGETS, 4))  # column 3: the denominator
+            i0 = g * TARGETS
+            i1 = min(i0 + 1, n - 1)  # a short last group repeats its last target
+            i2 = min(i0 + 2, n - 1)
+            i3 = min(i0 + 3, n - 1)
+            q0 = q[i0]
+            q1 = q[i1]
+            q2 = q[i2]
+            q3 = q[i3]
+            u0 = ftype(shift[i0])
+            u1 = ftype(shift[i1])
+            u2 = ftype(shift[i2])
+            u3 = ftype(shift[i3])
+            for b in range(ntiles):
+                yb = Yp[b]
+                vb = Vp[b]
+                lb = Lp[b]
+                t0 = ftype(0.0)
+                t1 = ftype(0.0)
+                t2 = ftype(0.0)
+                t3 = ftype(0.0)
+                a00 = ftype(0.0)
+                a01 = ftype(0.0)
+                a02 = ftype(0.0)
+                a10 = ftype(0.0)
+                a11 = ftype(0.0)
+                a12 = ftype(0.0)
+                a20 = ftype(0.0)
+                a21 = ftype(0.0)
+                a22 = ftype(0.0)
+                a30 = ftype(0.0)
+                a31 = ftype(0.0)
+                a32 = ftype(0.0)
+                for jj in range(TILE):
+                    lj = lb[jj]
+                    s0 = lj - u0
+                    s1 = lj - u1
+                    s2 = lj - u2
+                    s3 = lj - u3
+                    for k in range(D):
+                        y = yb[k, jj]
+                        s0 += q0[k] * y
+                        s1 += q1[k] * y
+                        s2 += q2[k] * y
+                        s3 += q3[k] * y
+                    if IS64:
+                        e0 = exp2_64(s0)
+                        e1 = exp2_64(s1)
+                        e2 = exp2_64(s2)
+                        e3 = exp2_64(s3)
+                    else:
+                        e0 = exp2_32(s0)
+                        e1 = exp2_32(s1)
+                        e2 = exp2_32(s2)
+                        e3 = exp2_32(s3)
+                    t0 += e0
+                    t1 += e1
+                    t2 += e2
+                    t3 += e3
+                    if DV > 0:
+                        v = vb[0, jj]
+                        a00 += e0 * v
+                        a10 += e1 * v
+                        a20 += e2 * v
+                        a30 += e3 * v
+                    if DV > 1:
+                        v = vb[1, jj]
+                        a01 += e0 * v
+                        a11 += e1 * v
+                        a21 += e2 * v
+                        a31 += e3 * v
+                    if DV > 2:
+                        v = vb[2, jj]
+                        a02 += e0 * v
+                        a12 += e1 * v
+                        a22 += e2 * v
+                        a32 += e3 * v
+                acc[0, 0] += a00
+                acc[0, 1] += a01
+                acc[0, 2] += a02
+                acc[0, 3] += t0
+                acc[1, 0] += a10
+                acc[1, 1] += a11
+                acc[1, 2] += a12
+                acc[1, 3] += t1
+                acc[2, 0] += a20
+                acc[2, 1] += a21
+                acc[2, 2] += a22
+                acc[2, 3] += t2
+                acc[3, 0] += a30
+                acc[3, 1] += a31
+                acc[3, 2] += a32
+                acc[3, 3] += t3
+            for r in range(min(TARGETS, n - i0)):
+                for k in range(DV):
+                    num[i0 + r, k] = acc[r, k]
+                den[i0 + r] = acc[r, 3]
 
     return kernel
 
