@@ -88,8 +88,8 @@ def velocity(
         0 means exact.
     precision : {"float64", "float32"}
         Working precision of the exact kernel's scores, exponentials and per-tile sums
-        (running sums and the result stay float64).  ``float32`` is about 1.7x faster;
-        its relative error is about 1e-7 (1 + beta |B|) (docs/methods.md has measurements).
+        (running sums and the result stay float64).  ``float32`` is about 2x faster;
+        its error is <= 4e-7 (1 + beta ||B||_2) relative to max |field| (docs/methods.md).
 
     Returns
     -------
