@@ -183,7 +183,7 @@ def test_progress_bar_on_a_terminal(config_file, tmp_path):
 
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "mfpde", "run", str(config_file(n=50, t_end=0.5))],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower)
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=follower)
     os.close(follower)
     chunks = []
     while True:

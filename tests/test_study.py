@@ -95,7 +95,7 @@ def test_a_killed_study_recomputes_only_unfinished_runs(tmp_path):
     cfg = write_config(tmp_path, n=120, t_end=3.0, betas="[4, 8, 16, 32]")
     index = tmp_path / "study.h5"
     proc = subprocess.Popen([sys.executable, "-m", "mfpde", "study", str(cfg)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     start = time.monotonic()
     done = []
     try:
