@@ -426,13 +426,6 @@ class RunWriter:
         name = "positions" if "positions" in f["state"] else "mass"
         return float(f["time"][T - 1]), f["state"][name][T - 1]
 
-    def last_diagnostics(self) -> dict:
-        """The diagnostics of the last finished snapshot (empty if there is none)."""
-        T = self.n_snapshots
-        if T == 0:
-            return {}
-        return {n: float(ds[T - 1]) for n, ds in self.file["diagnostics"].items() if n not in _RESERVED}
-
 
 def _n_finished(f: h5py.File) -> int:
     """Finished snapshots: len(/time), less trailing entries still at the NaN fill value."""
