@@ -29,10 +29,7 @@ from .limit import distance_to_subspace, limit_measure, spectral_split
 from .options import WassersteinOptions
 from .distances import wasserstein
 
-try:  # the kernels' O(N)-memory online log-sum-exp
-    from .kernels import log_partition as _kernel_log_partition
-except ImportError:  # pragma: no cover - only while mfpde.kernels is being written
-    _kernel_log_partition = None
+from .kernels import log_partition
 
 __all__ = [
     "REGISTRY",
@@ -127,23 +124,6 @@ def min_mass(points, weights, context) -> float:
     return float(np.min(weights))
 
 
-def _log_partition_numpy(model, X, Y, weights, chunk=1024):
-    """Private fallback: log sum_j m_j exp(beta <Q x_i, K y_j>) by chunked log-sum-exp."""
-    logm = np.log(weights)
-    out = np.empty(len(X))
-    for s in range(0, len(X), chunk):
-        S = model.beta * (X[s:s + chunk] @ model.B @ Y.T) + logm  # <x, B y> = <Qx, Ky>
-        smax = S.max(axis=1)
-        out[s:s + chunk] = smax + np.log(np.exp(S - smax[:, None]).sum(axis=1))
-    return out
-
-
-def _log_partition(model, X, Y, weights):
-    if _kernel_log_partition is not None:
-        return _kernel_log_partition(model, X, Y, weights)
-    return _log_partition_numpy(model, X, Y, weights)  # pragma: no cover
-
-
 def _max_score(model, X, chunk=1024) -> float:
     best = -np.inf
     XB = X @ model.B  # rows (B^T x_i)^T, so XB @ X.T holds <x_i, B x_j> = <Q x_i, K x_j>
@@ -172,7 +152,7 @@ def energy(points, weights, context) -> float:
         return float(mean @ model.B @ mean)
     if math.isinf(beta):
         return _max_score(model, X)
-    logz = _log_partition(model, X, X, m)
+    logz = log_partition(model, X, X, m)
     terms = np.log(m) + logz
     top = terms.max()
     return float((top + np.log(np.exp(terms - top).sum())) / beta)

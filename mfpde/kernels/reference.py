@@ -6,7 +6,7 @@ materialise a (chunk, M) score matrix, so memory is chunk * M * 8 bytes.
 
 import numpy as np
 
-__all__ = ["attention_average_numpy"]
+__all__ = ["attention_average_numpy", "log_partition_numpy"]
 
 
 def attention_average_numpy(model, X, Y, weights, chunk=2048):
@@ -26,4 +26,17 @@ def attention_average_numpy(model, X, Y, weights, chunk=2048):
         else:
             avg *= np.exp(smax)
         out[start : start + chunk] = avg
+    return out
+
+
+def log_partition_numpy(model, X, Y, weights, chunk=1024):
+    """Same contract as ``mfpde.kernels.log_partition``: log sum_j m_j exp(beta <Q x_i, K y_j>)
+    by a chunked dense log-sum-exp."""
+    with np.errstate(divide="ignore"):
+        logm = np.log(weights)
+    out = np.empty(len(X))
+    for start in range(0, len(X), chunk):
+        s = model.beta * (X[start : start + chunk] @ model.B) @ Y.T + logm
+        smax = s.max(axis=1)
+        out[start : start + chunk] = smax + np.log(np.exp(s - smax[:, None]).sum(axis=1))
     return out
