@@ -71,7 +71,6 @@ def test_serial_and_two_dask_workers_give_identical_results(tmp_path):
         assert f["runs/run_0003/time"].shape[0] == 5
         assert f["summary/metric_min"].dims[0][0].name == "/summary/run"
     # metric_min really is the minimum of each run's series
-
     for i, p in enumerate(serial.run_paths):
         series = load(p).diagnostics["w_to_limit"]
         assert serial.summary["metric_min"][i] == series.min()
