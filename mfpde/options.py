@@ -219,6 +219,7 @@ class StudyOptions(_Section):
     sweep: dict = field(default_factory=dict)
     fit: str = ""
     metric: str = "w_to_limit"
+    t_min_rtol: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.sweep, dict):
@@ -230,6 +231,9 @@ class StudyOptions(_Section):
             raise ValueError(f"study.fit must be one of the sweep axes {sorted(self.sweep)}, got {self.fit!r}")
         if not isinstance(self.metric, str) or not self.metric:
             raise ValueError(f"study.metric must be a diagnostic name, got {self.metric!r}")
+        if not (isinstance(self.t_min_rtol, (int, float)) and math.isfinite(self.t_min_rtol) and self.t_min_rtol >= 0):
+            raise ValueError(f"study.t_min_rtol must be a finite number >= 0, got {self.t_min_rtol!r}")
 
     def to_dict(self) -> dict:
-        return {"sweep": {k: list(v) for k, v in self.sweep.items()}, "fit": self.fit, "metric": self.metric}
+        return {"sweep": {k: list(v) for k, v in self.sweep.items()}, "fit": self.fit, "metric": self.metric,
+                "t_min_rtol": self.t_min_rtol}

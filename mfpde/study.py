@@ -111,20 +111,28 @@ def expand(config: Config, study_path) -> list[RunSpec]:
     return specs
 
 
-def summarize_run(result, metric: str) -> dict:
+def summarize_run(result, metric: str, t_min_rtol: float = 0.0) -> dict:
     """metric_min (min over t), t_min (its time), metric_final, decay_rate (least-squares
-    slope of -log metric against t from t = 0 to t_min: the exponential phase)."""
+    slope of -log metric against t from t = 0 to t_min: the exponential phase).
+
+    t_min is the earliest snapshot time at which the metric is within a factor
+    ``1 + t_min_rtol`` of its minimum: with ``t_min_rtol = 0`` the plain argmin; with a
+    small positive value, the time the curve reaches its plateau, well defined when the
+    curve decreases onto a plateau where the plain argmin is set by round-off-sized wiggles.
+    """
     series = np.asarray(result.diagnostics[metric], dtype=float)
     times = np.asarray(result.times, dtype=float)
     finite = np.isfinite(series)
     if not finite.any():
         return {"metric_min": math.nan, "t_min": math.nan, "metric_final": math.nan, "decay_rate": math.nan}
-    k = int(np.nanargmin(np.where(finite, series, np.inf)))
+    k_min = int(np.nanargmin(np.where(finite, series, np.inf)))
+    within = finite & (series <= series[k_min] * (1.0 + t_min_rtol))
+    k = int(np.argmax(within))  # the first such snapshot (k_min itself when t_min_rtol = 0 and no tie)
     decay = math.nan
     phase = slice(0, k + 1)
     if k >= 2 and np.all(series[phase] > 0):
         decay = -float(np.polyfit(times[phase], np.log(series[phase]), 1)[0])
-    return {"metric_min": float(series[k]), "t_min": float(times[k]),
+    return {"metric_min": float(series[k_min]), "t_min": float(times[k]),
             "metric_final": float(series[-1]), "decay_rate": decay}
 
 
@@ -135,7 +143,7 @@ def _read_wall_time(path) -> float:
         return float(f.attrs.get("wall_time", math.nan))
 
 
-def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None) -> dict:
+def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_min_rtol: float = 0.0) -> dict:
     """Run (or skip, or resume) one run of a study and return its summary row.
 
     Never raises for a failing run: the row says ``status = "failed"`` and ``error``.
@@ -169,7 +177,7 @@ def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None) ->
             with h5py.File(path, "r+") as f:  # accumulated over resumed attempts
                 f.attrs["wall_time"] = float(f.attrs.get("wall_time", 0.0)) + elapsed
             status = "complete"
-        row.update(summarize_run(result, metric))
+        row.update(summarize_run(result, metric, t_min_rtol))
         row["wall_time"] = _read_wall_time(path)
         row["status"] = status
     except Exception as exc:  # one failing run must not stop the study
@@ -309,9 +317,9 @@ def run_study(
     try:
         if scheduler is None and workers == 1:
             for spec in specs:
-                record(execute_run(spec, metric))
+                record(execute_run(spec, metric, t_min_rtol=config.study.t_min_rtol))
         else:
-            _run_on_dask(specs, metric, workers, scheduler, record)
+            _run_on_dask(specs, metric, workers, scheduler, record, config.study.t_min_rtol)
         status = "complete"
     finally:
         ordered = [rows.get(s.run_id, {}) for s in specs]
@@ -321,7 +329,7 @@ def run_study(
     return load_study(path)
 
 
-def _run_on_dask(specs, metric, workers, scheduler, record):
+def _run_on_dask(specs, metric, workers, scheduler, record, t_min_rtol=0.0):
     from distributed import Client, LocalCluster, as_completed
 
     cores = os.cpu_count() or 1
@@ -334,7 +342,7 @@ def _run_on_dask(specs, metric, workers, scheduler, record):
         client, n_workers = Client(cluster), workers
     threads = max(1, cores // n_workers)
     try:
-        futures = [client.submit(execute_run, spec, metric, threads, pure=False) for spec in specs]
+        futures = [client.submit(execute_run, spec, metric, threads, t_min_rtol, pure=False) for spec in specs]
         for future in as_completed(futures):
             record(future.result())
     finally:

@@ -162,3 +162,34 @@ def test_bad_study_config_is_rejected_before_any_run(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "model.beta" in out.stderr
     assert not (tmp_path / "study.h5").exists() and not (tmp_path / "study.runs").exists()
+
+
+class _Series:
+    def __init__(self, times, values):
+        self.times, self.diagnostics = times, {"w_to_limit": values}
+
+
+def test_t_min_rtol_gives_the_time_a_plateau_is_reached():
+    # W(t) = 0.1 + e^{-2 t} with wiggles of 1e-6 on the plateau: the plain argmin sits in the
+    # wiggles; with rtol the first time within 1% is t* = ln(1/(0.01 * 0.1)) / 2 = 3.45...
+    from mfpde.study import summarize_run
+
+    t = np.linspace(0.0, 10.0, 1001)
+    w = 0.1 + np.exp(-2.0 * t) + 1e-6 * np.sin(37.0 * t)
+    plain = summarize_run(_Series(t, w), "w_to_limit")
+    tol = summarize_run(_Series(t, w), "w_to_limit", t_min_rtol=0.01)
+    assert plain["metric_min"] == tol["metric_min"] == w.min()
+    assert plain["t_min"] == t[np.argmin(w)] and plain["t_min"] > 5.0
+    # first grid time with e^{-2t} + wiggle <= 0.01 * min
+    assert tol["t_min"] == pytest.approx(np.log(1.0 / (0.01 * w.min())) / 2.0, abs=0.011)
+    # decay_rate is fitted over [0, t_min]: less of the plateau, a slope nearer the true 2
+    assert plain["decay_rate"] < tol["decay_rate"] < 2.0
+
+
+def test_t_min_rtol_must_be_nonnegative(tmp_path):
+    from mfpde.config import ConfigError, load_config
+
+    cfg = write_config(tmp_path)
+    with pytest.raises(ConfigError, match="study.t_min_rtol"):
+        load_config(cfg, ["study.t_min_rtol=-0.1"])
+    assert load_config(cfg, ["study.t_min_rtol=0.05"]).study.t_min_rtol == 0.05
