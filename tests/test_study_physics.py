@@ -49,6 +49,7 @@ def test_small_beta_study_shows_the_low_temperature_trends(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_shipped_beta_study(tmp_path):
     study = run_study(CONFIG, output=tmp_path / "study_beta.h5")
     check_summary(study, [10, 30, 100, 300, 1000])
