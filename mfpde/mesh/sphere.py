@@ -5,7 +5,11 @@ Construction (``SphereMesh.icosahedral(cells)``):
 1. Generators: the 12 vertices of the icosahedron, n - 1 equally spaced points on each of its
    30 edges and the interior points of the n-frequency triangular grid of each of its 20
    faces (flat subdivision), projected radially onto the sphere: 10 n^2 + 2 unit vectors.
-   They are the cell centers.  ``cells`` picks the frequency n >= 1 whose count 10 n^2 + 2 is
+   They are the cell centers.  The icosahedron is turned by the fixed rotation
+   exp([w]_x), w = (0.1, 0.2, 0.3) rad (``MESH_ROTATION``), from the standard position in which
+   its 2-fold axes are the coordinate axes: then no center lies on a coordinate plane, so
+   the limit map Pi of a diagonal V (top eigenvector e_k) is defined at every center and
+   no cell straddles E-perp symmetrically by accident.  The set stays symmetric under x -> -x.  ``cells`` picks the frequency n >= 1 whose count 10 n^2 + 2 is
    nearest to it (ties go to the finer mesh), so ``mesh.M`` is generally not ``cells``.
 2. The spherical Delaunay triangulation of the centers is their convex hull (qhull), each
    triangle oriented counter-clockwise seen from outside.  Its circumcenters (the unit
@@ -40,6 +44,9 @@ from numba import prange
 from ..kernels._jit import jit_parallel
 
 __all__ = ["SphereMesh", "icosahedral_frequency", "spherical_triangle_areas"]
+
+#: Rotation vector (radians) of the fixed turn applied to the icosahedron (module docstring).
+MESH_ROTATION = (0.1, 0.2, 0.3)
 
 #: Largest icosahedral frequency accepted (10 n^2 + 2 = 4.0e6 cells); a bound, not a target.
 MAX_FREQUENCY = 632
@@ -77,8 +84,18 @@ def _icosahedron() -> tuple[np.ndarray, np.ndarray]:
         for b in (-phi, phi):
             v += [(0.0, a, b), (a, b, 0.0), (b, 0.0, a)]
     v = np.array(v) / math.sqrt(1.0 + phi * phi)
+    v = v @ _rotation_matrix(MESH_ROTATION).T
     faces = _oriented(v, ConvexHull(v).simplices)
     return v, faces
+
+
+def _rotation_matrix(w) -> np.ndarray:
+    """exp([w]_x): the rotation by |w| radians about w (Rodrigues)."""
+    w = np.asarray(w, dtype=np.float64)
+    angle = float(np.linalg.norm(w))
+    k = w / angle
+    Kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + math.sin(angle) * Kx + (1.0 - math.cos(angle)) * (Kx @ Kx)
 
 
 def _oriented(points: np.ndarray, tri: np.ndarray) -> np.ndarray:
