@@ -161,6 +161,8 @@ def test_locate_bad_input(rng):
         mesh.locate(np.full((1, 3), np.nan))
     with pytest.raises(ValueError, match="nonzero"):
         mesh.locate(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="nonzero"):
+        mesh.locate(np.zeros((1, 3)), guess=0)
     with pytest.raises(ValueError, match="guess"):
         mesh.locate(unit_rows(rng, 3, 3), guess=np.array([0, 1, 42]))
     with pytest.raises(ValueError, match="guess"):

@@ -230,11 +230,10 @@ class SphereMesh:
             raise ValueError(f"points must have shape (N, 3), got {X.shape}")
         if not np.all(np.isfinite(X)):
             raise ValueError("points must be finite")
+        if not np.all(X.any(axis=1)):
+            raise ValueError("points must be nonzero (a direction on the sphere)")
         if guess is None:
-            norms = np.linalg.norm(X, axis=1, keepdims=True)
-            if np.any(norms == 0):
-                raise ValueError("points must be nonzero (a direction on the sphere)")
-            _, idx = self._kdtree().query(X / norms)
+            _, idx = self._kdtree().query(X / np.linalg.norm(X, axis=1, keepdims=True))
             return np.ascontiguousarray(idx, dtype=np.int64)
         g = np.asarray(guess)
         if g.dtype.kind not in "iu":
