@@ -20,6 +20,7 @@ from .config import Config, ConfigError, load_config
 from .diagnostics import evaluate, make_context
 from .initial import initial_cell_masses, initial_measure
 from .io import Result, RunWriter, load
+from .mesh.sphere import MAX_FREQUENCY
 from .solvers import FVCircleSolver, FVSphereSolver, ParticleSolver
 from .solvers.fv_circle import MAX_CFL
 from .solvers.fv_sphere import MAX_CFL as MAX_CFL_SPHERE
@@ -31,8 +32,8 @@ IMPLEMENTED_METHODS = ("particles", "fv")
 #: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, sliced distances.
 W_MEMORY_BUDGET = 2**28
 
-#: Largest solver.cells accepted for fv on S^2 (frequency 632 of the icosahedral mesh).
-MAX_SPHERE_CELLS = 10 * 632**2 + 2
+#: Largest solver.cells accepted for fv on S^2 (the cell count of the largest icosahedral frequency).
+MAX_SPHERE_CELLS = 10 * MAX_FREQUENCY**2 + 2
 
 
 def snapshot_times(t_end: float, save_every: float) -> np.ndarray:
