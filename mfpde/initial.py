@@ -31,6 +31,8 @@ __all__ = [
     "wrapped_normal_density",
     "perturbed_uniform_density",
     "initial_cell_masses",
+    "sphere_cell_masses",
+    "vmf_density",
 ]
 
 
@@ -239,7 +241,12 @@ def _points_to_cells(points, weights, edges) -> np.ndarray:
 
 
 def initial_cell_masses(options: InitialOptions, edges) -> np.ndarray:
-    """Masses of the cells [edges[i], edges[i+1]) of the angle on S^1 under rho_0 (sum 1).
+    """Masses of the cells of a mesh under rho_0 (sum 1).
+
+    ``edges``: the cell edges of the angle on S^1 (below), or a ``SphereMesh`` of S^2
+    (then see :func:`sphere_cell_masses`).
+
+    On S^1, the cells are [edges[i], edges[i+1]).
 
     The density is integrated over each cell, not sampled: closed forms for ``uniform``
     and ``perturbed_uniform``; differences of normal CDFs over 2 pi wraps for
@@ -250,6 +257,10 @@ def initial_cell_masses(options: InitialOptions, edges) -> np.ndarray:
     2 pi (``CircleMesh.edges``).  The result is renormalised to sum 1 exactly up to
     round-off (the quadratures are accurate to ~1e-14 before it).
     """
+    from .mesh import SphereMesh
+
+    if isinstance(edges, SphereMesh):
+        return sphere_cell_masses(options, edges)
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError("edges must be an increasing 1-d array of cell edges")
@@ -295,3 +306,153 @@ def _file_cells(options: InitialOptions, edges) -> np.ndarray:
             return mass
     points, weights = _from_file(options, 2)
     return _points_to_cells(points, weights, edges)
+
+
+# ----------------------------------------------------------------------------- cells of S^2
+
+#: Radon's 7-point rule, exact for polynomials of degree 5 on a triangle: barycentric
+#: coordinates (rows) and weights (summing to 1).
+_R15 = np.sqrt(15.0)
+_A1, _B1 = (6.0 - _R15) / 21.0, (9.0 + 2.0 * _R15) / 21.0
+_A2, _B2 = (6.0 + _R15) / 21.0, (9.0 - 2.0 * _R15) / 21.0
+RADON_POINTS = np.array([
+    [1 / 3, 1 / 3, 1 / 3],
+    [_A1, _A1, _B1], [_A1, _B1, _A1], [_B1, _A1, _A1],
+    [_A2, _A2, _B2], [_A2, _B2, _A2], [_B2, _A2, _A2],
+])
+RADON_WEIGHTS = np.array([9 / 40] + [(155.0 - _R15) / 1200.0] * 3 + [(155.0 + _R15) / 1200.0] * 3)
+#: Sub-triangles no wider than this times 1 / sqrt(kappa) resolve a vMF component.
+VMF_RESOLUTION = 0.5
+MAX_SUBDIVISION = 16
+
+
+def vmf_density(X, means, kappas, weights) -> np.ndarray:
+    """Density (per steradian) of a von Mises-Fisher mixture on S^2 at the unit rows of X.
+
+    Each component is kappa e^{kappa (<mu, x> - 1)} / (2 pi (1 - e^{-2 kappa})) (1 / (4 pi)
+    at kappa = 0), written without overflow for any kappa.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    out = np.zeros(X.shape[:-1])
+    for mean, kappa, w in zip(means, kappas, weights):
+        mu = np.asarray(mean, dtype=np.float64)
+        mu = mu / np.linalg.norm(mu)
+        if kappa == 0:
+            out += w / (4.0 * np.pi)
+            continue
+        norm = kappa / (-2.0 * np.pi * np.expm1(-2.0 * kappa))
+        out += w * norm * np.exp(kappa * (X @ mu - 1.0))
+    return out
+
+
+def _sub_triangles(s: int) -> np.ndarray:
+    """The s^2 triangles of the s-fold barycentric subdivision: (s^2, 3, 3) barycentric vertices."""
+    tris = []
+    for i in range(s):
+        for j in range(s - i):
+            a, b, c = (i, j), (i + 1, j), (i, j + 1)
+            tris.append([a, b, c])
+            if i + j < s - 1:
+                tris.append([b, (i + 1, j + 1), c])
+    ij = np.array(tris, dtype=np.float64) / s  # (s^2, 3, 2): weights of the 2nd and 3rd vertex
+    return np.concatenate([1.0 - ij.sum(axis=2, keepdims=True), ij], axis=2)
+
+
+def _fan_quadrature(A, B, C, density, s: int, chunk: int = 1 << 21):
+    """int over the spherical triangles (A, B, C) of density: Radon's rule on the s^2 flat sub-triangles,
+    radially projected (d omega = det(A, B, C) / |x|^3 d lambda), weights rescaled so each
+    triangle's weights sum to its exact spherical area (a constant is integrated exactly).
+
+    ``density(X)`` maps unit points (n, P, 3) to (n, P) values, or (n, P, K) for K integrands
+    at once (the result is then (len(A), K))."""
+    from .mesh.sphere import spherical_triangle_areas
+
+    sub = _sub_triangles(s)  # (S, 3, 3)
+    lam = np.einsum("qk,skv->sqv", RADON_POINTS, sub).reshape(-1, 3)  # (S * 7, 3)
+    wq = np.tile(RADON_WEIGHTS, len(sub)) / (2.0 * len(sub))  # the simplex has area 1/2
+    det = np.einsum("ij,ij->i", A, np.cross(B, C))
+    exact = spherical_triangle_areas(A, B, C)
+    out = None
+    step = max(1, chunk // len(lam))
+    for lo in range(0, len(A), step):
+        hi = min(len(A), lo + step)
+        x = (lam[None, :, 0, None] * A[lo:hi, None, :] + lam[None, :, 1, None] * B[lo:hi, None, :]
+             + lam[None, :, 2, None] * C[lo:hi, None, :])
+        r = np.linalg.norm(x, axis=2)
+        jac = wq[None, :] * det[lo:hi, None] / r**3
+        f = density(x / r[..., None])
+        scale = exact[lo:hi] / jac.sum(axis=1)
+        if f.ndim == 3:
+            part = np.einsum("np,npk->nk", jac, f) * scale[:, None]
+        else:
+            part = (jac * f).sum(axis=1) * scale
+        if out is None:
+            out = np.empty((len(A),) + part.shape[1:])
+        out[lo:hi] = part
+    return out
+
+
+def sphere_cell_masses(options: InitialOptions, mesh) -> np.ndarray:
+    """Masses of the cells of a ``SphereMesh`` under rho_0 (sum 1).
+
+    ``uniform``: area / (4 pi), exact.  ``vmf_mixture``: each cell is cut into the spherical
+    triangles (center, v_k, v_k+1) of its polygon; each is split into s^2 flat sub-triangles
+    with s = ceil(size sqrt(kappa_max) / 0.5) (at most 16; size the largest center-vertex
+    distance), Radon's 7-point degree-5 rule on each, radially projected with its Jacobian,
+    the weights of each triangle rescaled to its exact area.  Before the final
+    renormalisation the masses sum to 1 within 1e-9 for kappa <= 100 on >= 642 cells
+    (tested).  ``file``: the histogram of the file's points over the cells (``mesh.locate``),
+    or an fv file's masses when it has exactly ``mesh.M`` cells.  ``perturbed_uniform`` and
+    ``wrapped_normal_mixture`` are d = 2 kinds (ValueError).
+    """
+    kind = options.kind
+    if kind in ("perturbed_uniform", "wrapped_normal_mixture"):
+        raise ValueError(f"initial.kind = \"{kind}\" needs d = 2 (the circle), not a mesh of S^2")
+    if kind == "uniform":
+        masses = np.asarray(mesh.areas) / (4.0 * np.pi)
+    elif kind == "vmf_mixture":
+        if any(len(m) != 3 for m in options.means):
+            raise ValueError("initial.means must be points in R^3 for cell masses on S^2")
+        ptr = np.asarray(mesh.neighbor_ptr)
+        reg = np.asarray(mesh.region_idx)
+        own = np.repeat(np.arange(mesh.M), np.diff(ptr))
+        nxt = np.arange(len(reg)) + 1
+        nxt[ptr[1:] - 1] = ptr[:-1]
+        A = np.asarray(mesh.centers)[own]
+        B = np.asarray(mesh.vertices)[reg]
+        C = np.asarray(mesh.vertices)[reg[nxt]]
+        size = float(np.max(np.linalg.norm(B - A, axis=1)))
+        kmax = max(options.kappas)
+        s = int(min(MAX_SUBDIVISION, max(1, np.ceil(size * np.sqrt(kmax) / VMF_RESOLUTION))))
+        fans = _fan_quadrature(A, B, C, lambda X: vmf_density(X, options.means, options.kappas, options.weights), s)
+        masses = np.bincount(own, weights=fans, minlength=mesh.M)
+    elif kind == "file":
+        masses = _file_sphere_cells(options, mesh)
+    else:  # guarded by InitialOptions
+        raise ValueError(f"initial.kind {kind!r} is unknown")
+    masses = np.maximum(masses, 0.0)
+    return masses / masses.sum()
+
+
+def _file_sphere_cells(options: InitialOptions, mesh) -> np.ndarray:
+    path = options.path
+    if not os.path.exists(path):
+        raise ValueError(f"initial.path: file not found: {path}")
+    if not path.endswith(".npy"):
+        from .io import load
+
+        result = load(path)
+        if result.mass is not None:
+            n_snap = len(result.times)
+            if not -n_snap <= options.snapshot < n_snap:
+                raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
+            mass = np.asarray(result.mass[options.snapshot], dtype=np.float64)
+            if mass.shape[0] != mesh.M:
+                raise ValueError(
+                    f"initial.path: {path} holds masses on {mass.shape[0]} cells, the sphere mesh has "
+                    f"{mesh.M} (solver.cells)"
+                )
+            return mass
+    points, weights = _from_file(options, 3)
+    return np.bincount(mesh.locate(points), weights=weights, minlength=mesh.M)

@@ -290,11 +290,21 @@ class RunWriter:
         self._replace(state, "weights", w, (particle,))
         self.file.flush()
 
-    def write_grid(self, centers, areas) -> None:
-        """``/grid/centers`` (M, d) and ``/grid/areas`` (M,): the mesh of a finite-volume run."""
+    def write_grid(self, centers, areas, attrs=None) -> None:
+        """``/grid/centers`` (M, d) and ``/grid/areas`` (M,): the mesh of a finite-volume run.
+
+        ``attrs``: optional attributes of ``/grid`` describing the mesh (strings or integers),
+        e.g. ``{"mesh": "icosahedral_voronoi", "frequency": 16}``.
+        """
         c = _float_array("grid centers", centers, (None, self.model.d))
         a = _float_array("grid areas", areas, (c.shape[0],))
+        attrs = dict(attrs or {})
+        for key, value in attrs.items():
+            if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (str, int, np.integer)):
+                raise ValueError(f"grid attribute {key!r} must be a string or an integer, got {value!r}")
         grid = self.file.require_group("grid")
+        for key, value in attrs.items():
+            grid.attrs[key] = value if isinstance(value, str) else np.int64(value)
         cell = _index_scale(grid, "cell", c.shape[0])
         comp = _index_scale(grid, "component", c.shape[1])
         self._replace(grid, "centers", c, (cell, comp))

@@ -20,8 +20,10 @@ from .config import Config, ConfigError, load_config
 from .diagnostics import evaluate, make_context
 from .initial import initial_cell_masses, initial_measure
 from .io import Result, RunWriter, load
-from .solvers import FVCircleSolver, ParticleSolver
+from .mesh.sphere import MAX_FREQUENCY
+from .solvers import FVCircleSolver, FVSphereSolver, ParticleSolver
 from .solvers.fv_circle import MAX_CFL
+from .solvers.fv_sphere import MAX_CFL as MAX_CFL_SPHERE
 
 __all__ = ["run", "snapshot_times", "IMPLEMENTED_METHODS"]
 
@@ -29,6 +31,9 @@ IMPLEMENTED_METHODS = ("particles", "fv")
 
 #: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, sliced distances.
 W_MEMORY_BUDGET = 2**28
+
+#: Largest solver.cells accepted for fv on S^2 (the cell count of the largest icosahedral frequency).
+MAX_SPHERE_CELLS = 10 * MAX_FREQUENCY**2 + 2
 
 
 def snapshot_times(t_end: float, save_every: float) -> np.ndarray:
@@ -52,16 +57,24 @@ def _check_runnable(config: Config) -> None:
         )
     if method == "fv":
         d = config.model.d
-        if d != 2:
+        if d not in (2, 3):
             raise ConfigError(
                 config.source, "solver.method",
-                f"'fv' is implemented for d = 2 (the circle) in this version, got d = {d}",
+                f"'fv' is implemented for d = 2 (the circle) and d = 3 (S^2), got d = {d}",
             )
-        if config.solver.cfl > MAX_CFL:
+        max_cfl = MAX_CFL if d == 2 else MAX_CFL_SPHERE
+        if config.solver.cfl > max_cfl:
             raise ConfigError(
                 config.source, "solver.cfl",
-                f"must be <= {MAX_CFL} for fv (positivity of MUSCL + SSP-RK3), got {config.solver.cfl!r}",
+                f"must be <= {max_cfl} for fv (positivity of the limited reconstruction + SSP-RK3), "
+                f"got {config.solver.cfl!r}",
             )
+        if d == 2 and config.solver.cells < 3:
+            raise ConfigError(config.source, "solver.cells",
+                              f"must be >= 3 for fv on the circle, got {config.solver.cells!r}")
+        if d == 3 and config.solver.cells > MAX_SPHERE_CELLS:
+            raise ConfigError(config.source, "solver.cells",
+                              f"must be <= {MAX_SPHERE_CELLS} for fv on S^2, got {config.solver.cells!r}")
         model = config.model
         if model.is_zero_temperature and model.zero_temperature != "continuum":
             raise ConfigError(
@@ -163,23 +176,35 @@ class _Particles:
 
 
 class _FiniteVolumes:
-    """Finite volumes on the circle: the state is the cell masses at the cell centers."""
+    """Finite volumes: the state is the cell masses at the cell centers.
+
+    d = 2: ``FVCircleSolver`` on ``CircleMesh(solver.cells)``; d = 3: ``FVSphereSolver`` on
+    ``SphereMesh.icosahedral(solver.cells)`` (10 n^2 + 2 cells, n nearest to solver.cells).
+    """
 
     state_name = "mass"
 
     def __init__(self, config: Config):
         self.config = config
-        self.solver = FVCircleSolver(config.model, config.solver)
-        self.centers = np.asarray(self.solver.mesh.center_points)
+        if config.model.d == 2:
+            self.solver = FVCircleSolver(config.model, config.solver)
+            self.centers = np.asarray(self.solver.mesh.center_points)
+            self._cells = self.solver.mesh.edges
+            self.grid_attrs = {"mesh": "uniform_circle"}
+        else:
+            self.solver = FVSphereSolver(config.model, config.solver)
+            self.centers = np.asarray(self.solver.mesh.centers)
+            self._cells = self.solver.mesh
+            self.grid_attrs = {"mesh": "icosahedral_voronoi", "frequency": self.solver.mesh.frequency}
 
     def initial_state(self):
-        return initial_cell_masses(self.config.initial, self.solver.mesh.edges)
+        return initial_cell_masses(self.config.initial, self._cells)
 
     def stored_initial_state(self, result):
         return result.mass[0]
 
     def write_static(self, writer):
-        writer.write_grid(self.centers, self.solver.mesh.areas)
+        writer.write_grid(self.centers, self.solver.mesh.areas, attrs=self.grid_attrs)
 
     def measure(self, masses):
         return self.centers, masses

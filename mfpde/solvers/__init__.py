@@ -1,6 +1,7 @@
 """Solvers: each turns an initial state into snapshots at requested times."""
 
 from .fv_circle import FVCircleSolver
+from .fv_sphere import FVSphereSolver
 from .particles import ParticleSolver
 
-__all__ = ["ParticleSolver", "FVCircleSolver"]
+__all__ = ["ParticleSolver", "FVCircleSolver", "FVSphereSolver"]
