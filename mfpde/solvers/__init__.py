@@ -2,5 +2,6 @@
 
 from .fv_circle import FVCircleSolver
 from .particles import ParticleSolver
+from .pic import PICSolver
 
-__all__ = ["ParticleSolver", "FVCircleSolver"]
+__all__ = ["ParticleSolver", "FVCircleSolver", "PICSolver"]
