@@ -21,13 +21,14 @@ from .diagnostics import evaluate, make_context
 from .initial import initial_cell_masses, initial_measure
 from .io import Result, RunWriter, load
 from .mesh.sphere import MAX_FREQUENCY
-from .solvers import FVCircleSolver, FVSphereSolver, ParticleSolver
+from .solvers import FVCircleSolver, FVSphereSolver, ParticleSolver, PICSolver
 from .solvers.fv_circle import MAX_CFL
 from .solvers.fv_sphere import MAX_CFL as MAX_CFL_SPHERE
+from .solvers.pic import MIN_CELLS as PIC_MIN_CELLS
 
 __all__ = ["run", "snapshot_times", "IMPLEMENTED_METHODS"]
 
-IMPLEMENTED_METHODS = ("particles", "fv")
+IMPLEMENTED_METHODS = ("particles", "fv", "pic")
 
 #: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, sliced distances.
 W_MEMORY_BUDGET = 2**28
@@ -82,9 +83,33 @@ def _check_runnable(config: Config) -> None:
                 f"must be \"continuum\" for fv at beta = inf (a density has no hardmax field), "
                 f"got {model.zero_temperature!r}",
             )
+    if method == "pic":
+        _check_pic(config)
     if config.solver.kernel not in ("exact", "truncated"):
         raise ConfigError(
             config.source, "solver.kernel", f"must be \"exact\" or \"truncated\", got {config.solver.kernel!r}"
+        )
+
+
+def _check_pic(config: Config) -> None:
+    d, model, cells = config.model.d, config.model, config.solver.cells
+    if d not in PIC_MIN_CELLS:
+        raise ConfigError(
+            config.source, "solver.method",
+            f"'pic' is implemented for d = 2 (the circle) and d = 3 (S^2) in this version, got d = {d}",
+        )
+    if cells < PIC_MIN_CELLS[d]:
+        raise ConfigError(
+            config.source, "solver.cells", f"must be >= {PIC_MIN_CELLS[d]} for pic with d = {d}, got {cells!r}"
+        )
+    if d == 3 and cells > MAX_SPHERE_CELLS:
+        raise ConfigError(config.source, "solver.cells",
+                          f"must be <= {MAX_SPHERE_CELLS} for pic on S^2, got {cells!r}")
+    if model.is_zero_temperature and model.zero_temperature != "continuum":
+        raise ConfigError(
+            config.source, "model.zero_temperature",
+            f"must be \"continuum\" for pic at beta = inf (the hardmax field of a mesh measure cannot be "
+            f"interpolated), got {model.zero_temperature!r}",
         )
 
 
@@ -124,7 +149,7 @@ def run(
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
-    method = _FiniteVolumes(config) if config.solver.method == "fv" else _Particles(config)
+    method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
     names = config.output.diagnostics
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
                    force=force) as writer:
@@ -173,6 +198,22 @@ class _Particles:
 
     def snapshots(self, positions, times, t0, on_step):
         return self.solver.snapshots(positions, self.weights, times, t0=t0, on_step=on_step)
+
+
+class _PIC(_Particles):
+    """Particle-in-cell: stored like particles (positions, fixed weights), plus its mesh in /grid."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.solver = PICSolver(config.model, config.solver)
+        self.weights = None
+
+    def write_static(self, writer):
+        writer.write_weights(self.weights)
+        mesh = self.solver.mesh
+        attrs = ({"mesh": "uniform_circle"} if self.config.model.d == 2
+                 else {"mesh": "icosahedral_voronoi", "frequency": mesh.frequency})
+        writer.write_grid(self.solver.nodes, mesh.areas, attrs=attrs)
 
 
 class _FiniteVolumes:

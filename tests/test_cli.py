@@ -95,11 +95,11 @@ def test_bad_config_is_one_line_exit_2_and_no_file(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
-def test_bad_override_and_unavailable_method_exit_2(config_file, tmp_path):
+def test_bad_override_and_unrunnable_method_exit_2(config_file, tmp_path):
     out = mfpde_cmd("run", str(config_file()), "--set", "solver.dt=-1", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("mfpde: error: <command line>: solver.dt")
-    out = mfpde_cmd("run", str(config_file()), "--set", "solver.method=pic", cwd=tmp_path)
-    assert out.returncode == 2 and "solver.method" in out.stderr and out.stderr.count("\n") == 1
+    out = mfpde_cmd("run", str(config_file()), "--set", "solver.method=pic", "--set", "solver.cells=5", cwd=tmp_path)
+    assert out.returncode == 2 and "solver.cells" in out.stderr and out.stderr.count("\n") == 1
     assert not (tmp_path / "out.h5").exists()
 
 

@@ -392,7 +392,7 @@ def test_runner_refuses_what_fv_cannot_run():
     for cfg, key in (
         ({"model": {"d": 4}, "solver": {"method": "fv"}}, "solver.method"),
         ({"model": {"d": 2}, "solver": {"method": "fv", "cells": 2}}, "solver.cells"),
-        ({"model": {"d": 2}, "solver": {"method": "pic"}}, "solver.method"),
+        ({"model": {"d": 4}, "solver": {"method": "pic"}}, "solver.method"),
         ({"model": {"d": 2, "beta": "inf", "zero_temperature": "hardmax"}, "solver": {"method": "fv"}},
          "model.zero_temperature"),
     ):

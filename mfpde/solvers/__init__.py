@@ -3,5 +3,6 @@
 from .fv_circle import FVCircleSolver
 from .fv_sphere import FVSphereSolver
 from .particles import ParticleSolver
+from .pic import PICSolver
 
-__all__ = ["ParticleSolver", "FVCircleSolver", "FVSphereSolver"]
+__all__ = ["ParticleSolver", "FVCircleSolver", "FVSphereSolver", "PICSolver"]
