@@ -175,8 +175,8 @@ def test_zero_temperature_w2_decay_and_mesh_floor(levels):
 
     docs/analysis.md section 4: W_2(t) = sqrt(2 ln 2) e^{-g t / 2} (1 + o(1)), g = 1.  On a mesh
     mass can only sit at centers, so W_2 >= dmin (the distance from +-e_1 to the nearest
-    center) at all times: the floor.  Measured: slopes on [3, 6] -0.314, -0.428, -0.480;
-    floors 0.0918, 0.0458, 0.0230 = 1.04, 1.02, 1.03 dmin.
+    center) at all times: the floor.  Measured: slopes on [3, 6] -0.314, -0.428, -0.480
+    (-0.496 at 40962); floors 0.0918, 0.0458, 0.0230 (0.0115) = 1.04, 1.02, 1.03 (1.02) dmin.
     """
     # the floor is reached near t = 2 ln(1.18 / floor): 16 time units for 10242 cells, 20 for 40962
     times = np.arange(0.0, (16.0 if levels[-1] <= 10242 else 20.0) + 0.01, 0.5)
