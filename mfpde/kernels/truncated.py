@@ -38,8 +38,8 @@ Finding them (all in log2 units inside, as in the exact kernel):
    every source with relative weight >= tol.
 
 Cost O(N k) after O(N log N + M log M) sorts, k the number of sources scanned per target
-(about 1.35 times the ball's at beta = 1000, N = 1e5 on S^2); memory O(N + M).  Measured
-there (2 threads): about 0.2 s, 80% of it the summation at the exact kernel's pairs/s.
+(about 1.35 times the ball's at beta = 1000, N = 1e5 on S^2, where the summation is about
+3/4 of the time and runs at the exact kernel's pairs/s); memory O(N + M).
 
 Error bound.  Let D_i be the dropped sources of target i, W_i = sum_j m_j e^{s_ij} and
 w_max = max_j m_j e^{s_ij} <= W_i.  Every dropped source has m_j e^{s_ij} < tol w_max, so
