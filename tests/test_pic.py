@@ -13,6 +13,7 @@ from mfpde.config import ConfigError, load_config
 from mfpde.distances import wasserstein
 from mfpde.limit import zero_temperature_flow
 from mfpde.mesh import CircleMesh, SphereMesh
+from mfpde.mesh.sphere import spherical_triangle_areas
 from mfpde.options import SolverOptions
 from mfpde.solvers import ParticleSolver, PICSolver
 from mfpde.solvers import pic
@@ -135,6 +136,20 @@ def test_stencil_is_a_partition_of_unity_in_a_delaunay_triangle(rng):
     rows = np.arange(mesh.M)
     np.testing.assert_array_equal(idx_c[rows, np.argmax(lam_c, axis=1)], rows)
     np.testing.assert_allclose(lam_c.max(axis=1), 1.0, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("cells", [12, 162, 2562, 10242])
+def test_every_delaunay_triangle_is_acute(cells):
+    """The fan search relies on it: a Voronoi cell lies in the fan of its center when every
+    circumcenter (a Voronoi vertex) lies inside its triangle (barycentric weights >= 0.236)."""
+    mesh = SphereMesh.icosahedral(cells)
+    tr = pic._triangulation(mesh)
+    lam = np.einsum("tkc,tc->tk", tr.normals, mesh.vertices)
+    assert (lam / lam.sum(axis=1, keepdims=True)).min() > 0.23
+    # and the triangles tile the sphere: adjacency is symmetric, areas sum to 4 pi
+    assert np.all(np.any(tr.adjacent[tr.adjacent] == np.arange(len(tr.tri))[:, None, None], axis=2))
+    a, b, c = (mesh.centers[tr.tri[:, k]] for k in range(3))
+    np.testing.assert_allclose(spherical_triangle_areas(a, b, c).sum(), 4 * math.pi, rtol=1e-13)
 
 
 def test_stencil_does_not_depend_on_the_guess(rng):
