@@ -23,6 +23,7 @@ dominate the rms.
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -86,7 +87,8 @@ def main():
     print(f"exact particles, N = {args.n_exact:>8d}: {t_exact:8.2f} s")
     print(f"PIC,             N = {args.n_pic:>8d}: {t_pic:8.2f} s   (mass error {pic.max_mass_error:.1e}, "
           f"min cell mass {pic.min_cell_mass:.1e})")
-    print(f"ratio exact / PIC: {t_exact / t_pic:.2f}")
+    print(f"ratio exact / PIC: {t_exact / t_pic:.2f}   (load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores)")
 
     if args.accuracy:
         x_same, t_same = final(PICSolver(model, pic_opts), x_exact0, args.t_end)
