@@ -285,25 +285,35 @@ def initial_cell_masses(options: InitialOptions, edges) -> np.ndarray:
     return masses / masses.sum()
 
 
-def _file_cells(options: InitialOptions, edges) -> np.ndarray:
+def _stored_cell_masses(options: InitialOptions, n_cells: int, mesh_name: str):
+    """Cell masses stored in an mfpde file (``initial.path``, ``initial.snapshot``), or None
+    when the path is a .npy of points or a particle file."""
     path = options.path
     if not os.path.exists(path):
         raise ValueError(f"initial.path: file not found: {path}")
-    if not path.endswith(".npy"):
-        from .io import load
+    if path.endswith(".npy"):
+        return None
+    from .io import load
 
-        result = load(path)
-        if result.mass is not None:
-            n_snap = len(result.times)
-            if not -n_snap <= options.snapshot < n_snap:
-                raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
-            mass = np.asarray(result.mass[options.snapshot], dtype=np.float64)
-            if mass.shape[0] != len(edges) - 1:
-                raise ValueError(
-                    f"initial.path: {path} holds masses on {mass.shape[0]} cells, "
-                    f"the mesh has {len(edges) - 1} (solver.cells)"
-                )
-            return mass
+    result = load(path)
+    if result.mass is None:
+        return None
+    n_snap = len(result.times)
+    if not -n_snap <= options.snapshot < n_snap:
+        raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
+    mass = np.asarray(result.mass[options.snapshot], dtype=np.float64)
+    if mass.shape[0] != n_cells:
+        raise ValueError(
+            f"initial.path: {path} holds masses on {mass.shape[0]} cells, {mesh_name} has "
+            f"{n_cells} (solver.cells)"
+        )
+    return mass
+
+
+def _file_cells(options: InitialOptions, edges) -> np.ndarray:
+    mass = _stored_cell_masses(options, len(edges) - 1, "the mesh")
+    if mass is not None:
+        return mass
     points, weights = _from_file(options, 2)
     return _points_to_cells(points, weights, edges)
 
@@ -436,23 +446,8 @@ def sphere_cell_masses(options: InitialOptions, mesh) -> np.ndarray:
 
 
 def _file_sphere_cells(options: InitialOptions, mesh) -> np.ndarray:
-    path = options.path
-    if not os.path.exists(path):
-        raise ValueError(f"initial.path: file not found: {path}")
-    if not path.endswith(".npy"):
-        from .io import load
-
-        result = load(path)
-        if result.mass is not None:
-            n_snap = len(result.times)
-            if not -n_snap <= options.snapshot < n_snap:
-                raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
-            mass = np.asarray(result.mass[options.snapshot], dtype=np.float64)
-            if mass.shape[0] != mesh.M:
-                raise ValueError(
-                    f"initial.path: {path} holds masses on {mass.shape[0]} cells, the sphere mesh has "
-                    f"{mesh.M} (solver.cells)"
-                )
-            return mass
+    mass = _stored_cell_masses(options, mesh.M, "the sphere mesh")
+    if mass is not None:
+        return mass
     points, weights = _from_file(options, 3)
     return np.bincount(mesh.locate(points), weights=weights, minlength=mesh.M)
