@@ -4,10 +4,12 @@ Every kind returns ``(positions (n, d), weights (n,))`` with unit rows and weigh
 to 1, deterministic given ``options.seed``:
 
 - ``uniform``: n i.i.d. points from the surface measure of S^{d-1} (normalised Gaussians).
-- ``perturbed_uniform`` (d = 2): density (1 + a cos(k t)) / (2 pi).  The n equal-mass points
-  sit at the quantiles F^{-1}((i + 1/2) / n) of its distribution function
-  F(t) = (t + (a / k) sin(k t)) / (2 pi), so the mode k is represented with O(1/n^2)
-  error instead of the O(1/sqrt n) noise of random sampling (seed is unused).
+- ``perturbed_uniform`` (d = 2): density (1 + a cos(k (t - phase))) / (2 pi).  By default
+  (``sampling = "quantile"``) the n equal-mass points sit at the quantiles
+  F^{-1}((i + 1/2) / n) of its distribution function F(t) = (t + (a / k) sin(k t)) / (2 pi)
+  (shifted by phase), so the mode k is represented with O(1/n^2) error instead of the
+  O(1/sqrt n) noise of random sampling (seed is unused); ``sampling = "random"`` draws n
+  i.i.d. points F^{-1}(U), U uniform on [0, 1), which carry that noise in every mode.
 - ``vmf_mixture``: von Mises-Fisher components vMF(mu, kappa) sampled with Wood's (1994)
   rejection algorithm; kappa = 0 is uniform.
 - ``wrapped_normal_mixture`` (d = 2): angles mean + sigma Z mod 2 pi, Z standard normal.
@@ -36,9 +38,9 @@ __all__ = [
 ]
 
 
-def perturbed_uniform_density(theta, amplitude: float, mode: int):
+def perturbed_uniform_density(theta, amplitude: float, mode: int, phase: float = 0.0):
     """(1 + a cos(k t)) / (2 pi), per radian."""
-    return (1.0 + amplitude * np.cos(mode * np.asarray(theta))) / (2.0 * np.pi)
+    return (1.0 + amplitude * np.cos(mode * (np.asarray(theta) - phase))) / (2.0 * np.pi)
 
 
 def wrapped_normal_density(theta, means, sigmas, weights, n_wraps: int = 8):
@@ -53,22 +55,23 @@ def wrapped_normal_density(theta, means, sigmas, weights, n_wraps: int = 8):
     return out
 
 
-def perturbed_uniform_angles(n: int, amplitude: float, mode: int) -> np.ndarray:
-    """The n quantile angles F^{-1}((i + 1/2)/n) of the density (1 + a cos(k t)) / (2 pi).
+def perturbed_uniform_angles(n: int, amplitude: float, mode: int, phase: float = 0.0, u=None) -> np.ndarray:
+    """Angles F^{-1}(u) + phase of the density (1 + a cos(k (t - phase))) / (2 pi), in radians.
 
-    Newton's method on F(t) - u from t = 2 pi u; F' >= (1 - |a|)/(2 pi) > 0 for |a| < 1.
+    u defaults to the n quantile levels (i + 1/2)/n; pass i.i.d. uniform u for a random
+    sample.  Newton's method on F(t) - u from t = 2 pi u, F(t) = (t + (a / k) sin(k t)) /
+    (2 pi); F' >= (1 - |a|)/(2 pi) > 0 for |a| < 1.
     """
-    u = (np.arange(n) + 0.5) / n
+    u = (np.arange(n) + 0.5) / n if u is None else np.asarray(u, dtype=float)
     target = 2.0 * np.pi * u
     theta = target.copy()
-    if mode == 0 or amplitude == 0.0:
-        return theta
-    for _ in range(100):
-        g = theta + (amplitude / mode) * np.sin(mode * theta) - target
-        theta -= g / (1.0 + amplitude * np.cos(mode * theta))
-        if np.max(np.abs(g)) < 1e-15:
-            break
-    return theta
+    if mode != 0 and amplitude != 0.0:
+        for _ in range(100):
+            g = theta + (amplitude / mode) * np.sin(mode * theta) - target
+            theta -= g / (1.0 + amplitude * np.cos(mode * theta))
+            if np.max(np.abs(g)) < 1e-15:
+                break
+    return theta + phase
 
 
 def sample_vmf(n: int, mean, kappa: float, rng: np.random.Generator) -> np.ndarray:
@@ -147,7 +150,8 @@ def initial_measure(options: InitialOptions, d: int) -> tuple[np.ndarray, np.nda
     if kind == "uniform":
         points = sample_uniform(n, d, rng)
     elif kind == "perturbed_uniform":
-        points = angle_to_point(perturbed_uniform_angles(n, options.amplitude, options.mode))
+        u = rng.random(n) if options.sampling == "random" else None
+        points = angle_to_point(perturbed_uniform_angles(n, options.amplitude, options.mode, options.phase, u))
     elif kind == "vmf_mixture":
         if len(options.means[0]) != d:
             raise ValueError(f"initial.means must be points in R^{d}, got length {len(options.means[0])}")
@@ -171,13 +175,13 @@ def initial_measure(options: InitialOptions, d: int) -> tuple[np.ndarray, np.nda
 # ----------------------------------------------------------------------------- cell masses
 
 
-def _perturbed_uniform_cells(edges, amplitude: float, mode: int) -> np.ndarray:
-    """int over [a, b] of (1 + A cos(k t)) / (2 pi), in closed form without cancellation."""
+def _perturbed_uniform_cells(edges, amplitude: float, mode: int, phase: float = 0.0) -> np.ndarray:
+    """int over [a, b] of (1 + A cos(k (t - phase))) / (2 pi), in closed form without cancellation."""
     a, b = edges[:-1], edges[1:]
     width = b - a
     if mode == 0:
         return (1.0 + amplitude) * width / (2.0 * np.pi)
-    wave = 2.0 * np.cos(0.5 * mode * (a + b)) * np.sin(0.5 * mode * width) / mode
+    wave = 2.0 * np.cos(mode * (0.5 * (a + b) - phase)) * np.sin(0.5 * mode * width) / mode
     return (width + amplitude * wave) / (2.0 * np.pi)
 
 
@@ -270,7 +274,7 @@ def initial_cell_masses(options: InitialOptions, edges) -> np.ndarray:
     if kind == "uniform":
         masses = np.diff(edges) / (2.0 * np.pi)
     elif kind == "perturbed_uniform":
-        masses = _perturbed_uniform_cells(edges, options.amplitude, options.mode)
+        masses = _perturbed_uniform_cells(edges, options.amplitude, options.mode, options.phase)
     elif kind == "wrapped_normal_mixture":
         masses = _wrapped_normal_cells(edges, options.means, options.sigmas, options.weights)
     elif kind == "vmf_mixture":

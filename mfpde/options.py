@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 INITIAL_KINDS = ("uniform", "perturbed_uniform", "vmf_mixture", "wrapped_normal_mixture", "file")
+SAMPLINGS = ("quantile", "random")
 METHODS = ("particles", "fv", "pic")
 INTEGRATORS = ("euler", "heun", "rk4", "rk45")
 KERNELS = ("exact", "truncated")
@@ -78,7 +79,8 @@ class InitialOptions(_Section):
 
     kind:
         ``uniform`` (on S^{d-1}); ``perturbed_uniform`` (d = 2, density
-        (1 + amplitude cos(mode t)) / (2 pi)); ``vmf_mixture`` (means, kappas, weights);
+        (1 + amplitude cos(mode (t - phase))) / (2 pi), its quantile points or, with
+        ``sampling = "random"``, n i.i.d. draws); ``vmf_mixture`` (means, kappas, weights);
         ``wrapped_normal_mixture`` (d = 2; means and sigmas in radians, weights);
         ``file`` (path: an mfpde HDF5 file or a .npy array of points; snapshot: index
         into the file's snapshots, default 0).
@@ -89,6 +91,8 @@ class InitialOptions(_Section):
     seed: int = 0
     amplitude: float = 1e-3
     mode: int = 3
+    phase: float = 0.0
+    sampling: str = "quantile"
     means: tuple = ()
     kappas: tuple = ()
     sigmas: tuple = ()
@@ -106,6 +110,9 @@ class InitialOptions(_Section):
             raise ValueError(f"initial.amplitude must be a number in [-1, 1], got {self.amplitude!r}")
         if not _is_int(self.mode) or self.mode < 0:
             raise ValueError(f"initial.mode must be an integer >= 0, got {self.mode!r}")
+        if not _is_number(self.phase) or not math.isfinite(self.phase):
+            raise ValueError(f"initial.phase must be a finite number (radians), got {self.phase!r}")
+        _choice(s, "sampling", self.sampling, SAMPLINGS)
         if not _is_int(self.snapshot):
             raise ValueError(f"initial.snapshot must be an integer, got {self.snapshot!r}")
         set_ = object.__setattr__

@@ -1,7 +1,9 @@
-"""Documentation that runs: every ```python block of README.md and docs/*.md executes."""
+"""Documentation that runs: every ```python block and every shell command of README.md and
+docs/*.md executes."""
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,83 @@ def test_doc_example_runs(path, index, code, tmp_path, monkeypatch):
     for earlier in python_blocks(path)[:index]:
         exec(compile(earlier, f"{path.name}[earlier]", "exec"), namespace)
     exec(compile(code, f"{path.name}[{index}]", "exec"), namespace)
+
+
+# --------------------------------------------------------------------- shell commands
+
+PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]{2,}\b|\[|\.\.\.")  # synopsis lines: CONFIG, [-o OUT.h5], ...
+NOT_RUN_HERE = ("python -m pytest", "pip install", "python benchmarks/")  # the suite itself, CI's install, timings
+
+
+def shell_commands(path):
+    """Every command a page shows: lines of ```sh blocks and indented `mfpde` / `python` lines,
+    less synopsis lines (placeholders) and comments."""
+    text = path.read_text()
+    lines = [ln for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S) for ln in block.splitlines()]
+    lines += re.findall(r"^    ((?:mfpde|python) .*)$", text, flags=re.M)
+    out = []
+    for ln in lines:
+        ln = ln.split("  #")[0].strip()
+        if ln and not ln.startswith("#") and not PLACEHOLDER.search(ln) and not ln.startswith(NOT_RUN_HERE):
+            out.append(shlex.split(ln))
+    return out
+
+
+def small(cmd):
+    """Size overrides that keep a documented run/study to seconds: fewer tokens or cells and
+    t_end <= 2.  Everything else in the command (config, -o, --set) runs as written."""
+    from mfpde.config import load_config
+
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    if any(s.startswith("initial.path=") for s in sets):
+        sets = [s for s in sets if not s.startswith(("initial.path=", "initial.kind="))]
+    cfg = load_config(ROOT / cmd[2], sets)
+    size = ("solver.cells=64" if cfg.model.d == 2 else "solver.cells=162") if cfg.solver.method == "fv" else "initial.n=150"
+    t_end = min(cfg.solver.t_end, 2.0)
+    every = min(cfg.output.save_every or t_end, t_end / 2)
+    return ["--set", size, "--set", f"solver.t_end={t_end!r}", "--set", f"output.save_every={every!r}"]
+
+
+COMMAND_PAGES = [p for p in DOCS if shell_commands(p)]
+
+
+@pytest.mark.parametrize("path", COMMAND_PAGES, ids=[p.name for p in COMMAND_PAGES])
+def test_doc_commands_run(path, tmp_path, monkeypatch, capsys):
+    """A page's commands run in order through the real CLI in a scratch directory (later
+    commands read the files earlier ones wrote); `mfpde run` / `mfpde study` get only size
+    overrides appended (particles: 150 tokens; finite volumes: 64 or 162 cells; t_end <= 2).
+    `python docs/make_gallery.py` is run (at --quick size) by the slow test below."""
+    from mfpde.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    os.symlink(ROOT / "data", tmp_path / "data")
+    ran = 0
+    for cmd in shell_commands(path):
+        if cmd[:2] == ["python", "docs/make_gallery.py"]:
+            continue
+        assert cmd[0] == "mfpde", f"{path.name}: unexpected command {shlex.join(cmd)}"
+        argv = cmd[1:] + (small(cmd) if cmd[1] in ("run", "study") else [])
+        if cmd[1] in ("run", "study") and "-q" not in argv:
+            argv.append("-q")
+        try:
+            code = main(argv)
+        except SystemExit as stop:  # argparse's --version / --help
+            code = stop.code
+        assert code in (0, None), f"{path.name}: {shlex.join(cmd)} exited {code}"
+        ran += 1
+    assert ran or path.name == "gallery.md"
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_gallery_script_runs_at_quick_size(tmp_path):
+    """`python docs/make_gallery.py` end to end (--quick: every experiment at a small size),
+    into a scratch directory so the committed figures stay as they are."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "make_gallery.py"), "--quick", "--force",
+                           "--workdir", str(tmp_path / "runs"), "--images", str(tmp_path / "images")],
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list((tmp_path / "images").glob("*.png"))) == len(list((ROOT / "docs/images/gallery").glob("*.png")))

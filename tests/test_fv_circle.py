@@ -78,8 +78,8 @@ def test_initial_cell_masses_are_exact_cell_integrals(kind):
     if kind == "uniform":
         opts, dens = InitialOptions(kind=kind), lambda t: 1 / (2 * math.pi)
     elif kind == "perturbed_uniform":
-        opts = InitialOptions(kind=kind, amplitude=0.7, mode=5)
-        dens = lambda t: perturbed_uniform_density(t, 0.7, 5)  # noqa: E731
+        opts = InitialOptions(kind=kind, amplitude=0.7, mode=5, phase=0.4)
+        dens = lambda t: (1 + 0.7 * np.cos(5 * (t - 0.4))) / (2 * np.pi)  # noqa: E731
     elif kind == "wrapped_normal_mixture":
         opts = InitialOptions(kind=kind, means=[0.1, 4.0], sigmas=[0.2, 2.5], weights=[1, 3])
         dens = lambda t: wrapped_normal_density(t, [0.1, 4.0], [0.2, 2.5], [1, 3], n_wraps=12)  # noqa: E731

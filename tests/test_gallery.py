@@ -112,14 +112,18 @@ def test_fv_from_the_kstar_mode_makes_kstar_clusters_at_its_maxima(tmp_path, bet
 
 @pytest.mark.parametrize("beta", [5, 7])
 def test_particles_from_the_kstar_mode_make_kstar_clusters_at_its_maxima(tmp_path, beta):
-    """Particles (2000 quantile points of (1 + 1e-3 cos k* t)/(2 pi), USA): the same k* clusters
-    at 2 pi j / k* within 0.05 rad (at t_end a few tokens, <= 0.5%, still sit near the minima)."""
+    """Particles (2000 quantile points of (1 + 1e-3 cos k* (t - 0.5))/(2 pi), USA): k* clusters
+    within 0.05 rad of the linear prediction (arg mu_k*(0) + 2 pi j)/k*, mu_k*(0) measured on the
+    initial tokens (here = 0.5 + 2 pi j/k*); at t_end a few tokens, <= 0.5%, still sit near the
+    minima."""
     ks = G.fastest_mode(beta)
     res = run(tmp_path, f"circle_clusters_beta{beta}.toml", "initial.n=2000", 'initial.kind="perturbed_uniform"',
-              "initial.amplitude=0.001", f"initial.mode={ks}")
+              "initial.amplitude=0.001", f"initial.mode={ks}", "initial.phase=0.5")
     centers, masses = G.final_clusters(res)
+    predicted = G.predicted_positions(res.positions[0], res.weights, ks)
+    assert G.position_errors(predicted, 0.5 + 2 * np.pi * np.arange(ks) / ks).max() < 1e-9
     assert len(centers) == ks
-    assert G.position_errors(centers, 2 * np.pi * np.arange(ks) / ks).max() < 0.05
+    assert G.position_errors(centers, predicted).max() < 0.05
     np.testing.assert_allclose(masses, 1 / ks, atol=5e-3)
 
 

@@ -125,3 +125,32 @@ def test_bad_times_are_rejected(rng):
     solver = ParticleSolver(mfpde.Model(d=2, beta=1.0))
     with pytest.raises(ValueError, match="times must be increasing"):
         list(solver.snapshots(unit_rows(rng, 3, 2), np.full(3, 1 / 3), [0.5, 0.2]))
+
+
+def test_perturbed_uniform_quantiles_and_random_draws_carry_the_mode_at_its_phase():
+    """Density (1 + a cos(k (t - phase)))/(2 pi) has mu_k = sum m e^{ik theta} = (a/2) e^{ik phase}:
+    quantile points reproduce it to O((k/n)^2); i.i.d. draws (sampling = "random") to the sampling
+    noise, whose modes have E|mu_j|^2 = 1/n for j != k.  A Kolmogorov-Smirnov test against the
+    distribution function checks the draws are the law itself."""
+    from scipy.stats import kstest
+
+    a, k, phase, n = 0.3, 3, 0.7, 4000
+
+    def modes(x, w):
+        theta = np.arctan2(x[:, 1], x[:, 0])
+        return np.array([np.sum(w * np.exp(1j * j * theta)) for j in range(1, 7)])
+
+    x, w = initial_measure(InitialOptions(kind="perturbed_uniform", n=n, amplitude=a, mode=k, phase=phase), 2)
+    mu = modes(x, w)
+    assert abs(mu[k - 1] - 0.5 * a * np.exp(1j * k * phase)) < 10 * (k / n) ** 2
+    assert np.abs(np.delete(mu, k - 1)).max() < 10 * (k / n) ** 2
+    opts = InitialOptions(kind="perturbed_uniform", n=n, amplitude=a, mode=k, phase=phase, sampling="random", seed=4)
+    x, w = initial_measure(opts, 2)
+    mu = modes(x, w)
+    assert abs(mu[k - 1] - 0.5 * a * np.exp(1j * k * phase)) < 5 / np.sqrt(n)  # 5 sigma
+    noise = np.abs(np.delete(mu, k - 1))
+    assert noise.max() < 5 / np.sqrt(n) and noise.mean() > 0.2 / np.sqrt(n)  # noise is really there
+    t = np.mod(np.arctan2(x[:, 1], x[:, 0]) - phase, 2 * np.pi)
+    assert kstest(t, lambda s: (s + (a / k) * np.sin(k * s)) / (2 * np.pi)).pvalue > 1e-3
+    again, _ = initial_measure(opts, 2)
+    np.testing.assert_array_equal(again, x)
