@@ -24,7 +24,6 @@ One step (docs/methods.md, "Finite volumes on the circle"):
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from ..kernels.fft_circle import (
 from ..mesh import CircleMesh
 from ..model import Model
 from ..options import SolverOptions
+from ._stepping import FVStepping
 
 __all__ = ["FVCircleSolver", "LIMITERS", "FIELD_PATHS", "MAX_CFL", "muscl_rhs"]
 
@@ -77,7 +77,7 @@ def muscl_rhs(masses: np.ndarray, u: np.ndarray, dx: float, limiter: str = "mc")
     return flux - np.roll(flux, -1)
 
 
-class FVCircleSolver:
+class FVCircleSolver(FVStepping):
     """Second-order finite volumes for the mean-field equation on S^1 (d = 2).
 
     ``solver.snapshots(masses, times)`` is a generator of ``(t, masses)`` at each requested
@@ -188,78 +188,16 @@ class FVCircleSolver:
         return muscl_rhs(masses, u, self.mesh.dx, self.limiter)
 
     # ------------------------------------------------------------------ time stepping
+    # (step, advance, snapshots: FVStepping; the Courant number is dt max|u| / dx)
 
-    def _dt_for(self, speed_max: float) -> float:
-        if speed_max > 0:
-            return min(self.options.dt, self.options.cfl * self.mesh.dx / speed_max)
-        return self.options.dt
+    _max_cfl = MAX_CFL
 
-    def step(self, masses: np.ndarray, dt_max: float) -> tuple[np.ndarray, float]:
-        """One SSP-RK3 step of length <= dt_max; returns (new masses, dt used)."""
-        dx = self.mesh.dx
-        u0 = self.face_speed(masses)
-        a = float(np.abs(u0).max())
-        dt = min(self._dt_for(a), dt_max)
-        L0 = muscl_rhs(masses, u0, dx, self.limiter)
-        while True:
-            m1 = masses + dt * L0
-            u1 = self.face_speed(m1)
-            a1 = float(np.abs(u1).max())
-            if dt * a1 > MAX_CFL * dx:
-                dt = self._reject(a1, dt)
-                continue
-            m2 = 0.75 * masses + 0.25 * (m1 + dt * muscl_rhs(m1, u1, dx, self.limiter))
-            u2 = self.face_speed(m2)
-            a2 = float(np.abs(u2).max())
-            if dt * a2 > MAX_CFL * dx:
-                dt = self._reject(a2, dt)
-                continue
-            # (m + 2 m3) / 3, not m / 3 + (2 / 3) m3: fl(1/3) + fl(2/3) = 1 - 2^-54 would
-            # bleed ~5e-17 of the mass per step, systematically
-            new = (masses + 2.0 * (m2 + dt * muscl_rhs(m2, u2, dx, self.limiter))) / 3.0
-            self.n_steps += 1
-            return new, dt
+    @property
+    def _cfl_length(self) -> float:
+        return self.mesh.dx
 
-    def _reject(self, speed_max: float, dt: float) -> float:
-        self.n_rejected += 1
-        return min(0.5 * dt, self.options.cfl * self.mesh.dx / speed_max)
+    def _rate(self, u: np.ndarray) -> float:
+        return float(np.abs(u).max())
 
-    def advance(self, masses, t: float, t_out: float, on_step: Callable[[float], None] | None = None):
-        """Masses at t_out from masses at t (steps chosen by CFL; t_out hit exactly)."""
-        m = np.array(masses, dtype=np.float64)
-        while t < t_out:
-            remaining = t_out - t
-            m, dt = self.step(m, remaining)
-            last = dt >= remaining * (1.0 - 1e-12)
-            t = t_out if last else t + dt
-            if on_step is not None:
-                on_step(t)
-        return m
-
-    def snapshots(
-        self,
-        masses,
-        times: Sequence[float],
-        t0: float = 0.0,
-        on_step: Callable[[float], None] | None = None,
-    ) -> Iterator[tuple[float, np.ndarray]]:
-        """Yield (t, masses) for every t in ``times`` (increasing, >= t0).
-
-        A requested time equal to t0 yields the initial state unchanged.  Each interval
-        starts its step sequence afresh from the stored state, so a run resumed from a
-        snapshot repeats the uninterrupted run bit for bit.
-        """
-        times = np.asarray(times, dtype=np.float64)
-        if times.ndim != 1 or np.any(np.diff(times) <= 0) or (len(times) and times[0] < t0):
-            raise ValueError("times must be increasing and >= t0")
-        m = np.array(masses, dtype=np.float64)
-        if m.shape != (self.mesh.M,):
-            raise ValueError(f"masses must have shape ({self.mesh.M},) (solver.cells), got {m.shape}")
-        if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
-            raise ValueError("masses must be finite, >= 0 and have a positive sum")
-        t = float(t0)
-        for t_out in times:
-            if t_out > t:
-                m = self.advance(m, t, float(t_out), on_step)
-                t = float(t_out)
-            yield t, m.copy()
+    def _masses_shape_note(self) -> str:
+        return "(solver.cells)"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from ..field import continuum_field, velocity
@@ -32,6 +31,7 @@ from ..kernels._jit import jit
 from ..mesh import SphereMesh
 from ..model import Model
 from ..options import SolverOptions
+from ._stepping import FVStepping
 
 __all__ = [
     "FVSphereSolver",
@@ -248,7 +248,7 @@ def outflow_rate(flux_speed, mesh: SphereMesh) -> float:
 # ----------------------------------------------------------------------------- the solver
 
 
-class FVSphereSolver:
+class FVSphereSolver(FVStepping):
     """Second-order finite volumes for the mean-field equation on S^2 (d = 3).
 
     ``solver.snapshots(masses, times)`` is a generator of ``(t, masses)`` at each requested
@@ -312,83 +312,12 @@ class FVSphereSolver:
         return sphere_rhs(masses, u * self.mesh.face_lengths, self.mesh, self.reconstruction)
 
     # ------------------------------------------------------------------ time stepping
+    # (step, advance, snapshots: FVStepping; the Courant number is dt outflow_rate)
+
+    _max_cfl = MAX_CFL
 
     def _rate(self, u: np.ndarray) -> float:
         return outflow_rate(u * self.mesh.face_lengths, self.mesh)
 
-    def _dt_for(self, rate: float) -> float:
-        if rate > 0:
-            return min(self.options.dt, self.options.cfl / rate)
-        return self.options.dt
-
-    def step(self, masses: np.ndarray, dt_max: float) -> tuple[np.ndarray, float]:
-        """One SSP-RK3 step of length <= dt_max; returns (new masses, dt used)."""
-        mesh, rec = self.mesh, self.reconstruction
-        L = mesh.face_lengths
-        u0 = self.face_speed(masses)
-        dt = min(self._dt_for(self._rate(u0)), dt_max)
-        L0 = sphere_rhs(masses, u0 * L, mesh, rec)
-        while True:
-            m1 = masses + dt * L0
-            u1 = self.face_speed(m1)
-            r1 = self._rate(u1)
-            if dt * r1 > MAX_CFL:
-                dt = self._reject(r1, dt)
-                continue
-            m2 = 0.75 * masses + 0.25 * (m1 + dt * sphere_rhs(m1, u1 * L, mesh, rec))
-            u2 = self.face_speed(m2)
-            r2 = self._rate(u2)
-            if dt * r2 > MAX_CFL:
-                dt = self._reject(r2, dt)
-                continue
-            # (m + 2 m3) / 3: fl(1/3) + fl(2/3) != 1 would bleed mass every step (fv_circle.py)
-            new = (masses + 2.0 * (m2 + dt * sphere_rhs(m2, u2 * L, mesh, rec))) / 3.0
-            self.n_steps += 1
-            return new, dt
-
-    def _reject(self, rate: float, dt: float) -> float:
-        self.n_rejected += 1
-        return min(0.5 * dt, self.options.cfl / rate)
-
-    def advance(self, masses, t: float, t_out: float, on_step: Callable[[float], None] | None = None):
-        """Masses at t_out from masses at t (steps chosen by CFL; t_out hit exactly)."""
-        m = np.array(masses, dtype=np.float64)
-        while t < t_out:
-            remaining = t_out - t
-            m, dt = self.step(m, remaining)
-            last = dt >= remaining * (1.0 - 1e-12)
-            t = t_out if last else t + dt
-            if on_step is not None:
-                on_step(t)
-        return m
-
-    def snapshots(
-        self,
-        masses,
-        times: Sequence[float],
-        t0: float = 0.0,
-        on_step: Callable[[float], None] | None = None,
-    ) -> Iterator[tuple[float, np.ndarray]]:
-        """Yield (t, masses) for every t in ``times`` (increasing, >= t0).
-
-        A requested time equal to t0 yields the initial state unchanged.  Each interval
-        starts its step sequence afresh from the stored state, so a run resumed from a
-        snapshot repeats the uninterrupted run bit for bit.
-        """
-        times = np.asarray(times, dtype=np.float64)
-        if times.ndim != 1 or np.any(np.diff(times) <= 0) or (len(times) and times[0] < t0):
-            raise ValueError("times must be increasing and >= t0")
-        m = np.array(masses, dtype=np.float64)
-        if m.shape != (self.mesh.M,):
-            raise ValueError(
-                f"masses must have shape ({self.mesh.M},) (the sphere mesh for solver.cells = "
-                f"{self.options.cells} has {self.mesh.M} cells), got {m.shape}"
-            )
-        if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
-            raise ValueError("masses must be finite, >= 0 and have a positive sum")
-        t = float(t0)
-        for t_out in times:
-            if t_out > t:
-                m = self.advance(m, t, float(t_out), on_step)
-                t = float(t_out)
-            yield t, m.copy()
+    def _masses_shape_note(self) -> str:
+        return f"(the sphere mesh for solver.cells = {self.options.cells} has {self.mesh.M} cells)"

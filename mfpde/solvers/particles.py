@@ -18,6 +18,7 @@ from ..model import Model
 from ..options import SolverOptions
 from ..sphere import retract
 from ..field import velocity
+from ._stepping import check_times, snapshot_loop
 from .integrators import DormandPrince, fixed_step
 
 __all__ = ["ParticleSolver"]
@@ -62,21 +63,14 @@ class ParticleSolver:
         A requested time equal to t0 yields the initial state unchanged.  ``on_step(t)`` is
         called after every accepted step (for progress bars).
         """
-        times = np.asarray(times, dtype=np.float64)
-        if times.ndim != 1 or np.any(np.diff(times) <= 0) or (len(times) and times[0] < t0):
-            raise ValueError("times must be increasing and >= t0")
+        times = check_times(times, t0)
         x = np.array(positions, dtype=np.float64, order="C")
         if x.ndim != 2 or x.shape[1] != self.model.d:
             raise ValueError(f"positions must have shape (N, {self.model.d}), got {x.shape}")
         if np.abs(np.linalg.norm(x, axis=1) - 1.0).max() > 1e-12:
             x = retract(x)  # unit rows are kept bit for bit: a resumed run repeats exactly
         f = self.field(np.asarray(weights, dtype=np.float64))
-        t = float(t0)
-        for t_out in times:
-            if t_out > t:
-                x = self._advance(f, x, t, float(t_out), on_step)
-                t = float(t_out)
-            yield t, x.copy()
+        yield from snapshot_loop(x, times, t0, lambda x, t, t_out: self._advance(f, x, t, t_out, on_step))
 
     def _advance(self, f, x, t, t_out, on_step):
         opts = self.options
