@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 import ot
 
+from ._masses import check_masses
 from .sphere import point_to_angle
 
 __all__ = ["wasserstein", "cost_matrix", "WassersteinError", "GROUNDS", "METHODS", "UNIT_NORM_TOL"]
@@ -62,22 +63,6 @@ def _points(name, X) -> np.ndarray:
     if worst > UNIT_NORM_TOL:
         raise ValueError(f"{name} must lie on the unit sphere (| |x| - 1 | <= {UNIT_NORM_TOL:g}), got {worst:.3g}")
     return np.ascontiguousarray(X / norms[:, None])
-
-
-def _masses(name, a, n) -> np.ndarray:
-    if a is None:
-        return np.full(n, 1.0 / n)
-    a = np.asarray(a, dtype=np.float64)
-    if a.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must have finite entries")
-    if np.any(a < 0):
-        raise ValueError(f"{name} must be >= 0, got a minimum of {a.min():.3g}")
-    total = a.sum()
-    if not total > 0:
-        raise ValueError(f"{name} must have a positive total mass, got {total!r}")
-    return a / total
 
 
 def cost_matrix(X, Y, ground: str = "geodesic") -> np.ndarray:
@@ -175,8 +160,8 @@ def wasserstein(X, a, Y, b, p=2, ground="geodesic", method="auto", *, seed=0, n_
     Y = _points("Y", Y)
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"X and Y must have the same dimension, got {X.shape[1]} and {Y.shape[1]}")
-    a = _masses("a", a, len(X))
-    b = _masses("b", b, len(Y))
+    a = check_masses(a, len(X), "a", summary=None, normalise=True)
+    b = check_masses(b, len(Y), "b", summary=None, normalise=True)
     keep_a, keep_b = a > 0, b > 0
     X, a = np.ascontiguousarray(X[keep_a]), np.ascontiguousarray(a[keep_a])
     Y, b = np.ascontiguousarray(Y[keep_b]), np.ascontiguousarray(b[keep_b])

@@ -14,6 +14,7 @@ import numpy as np
 
 import math
 
+from ._masses import check_masses
 from .kernels import KERNELS, PRECISIONS, attention_average
 from .model import Model
 from .sphere import tangent_projection
@@ -28,17 +29,6 @@ def _points(name: str, value, d: int) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite")
     return arr
-
-
-def _weights(value, n: int) -> np.ndarray:
-    if value is None:
-        return np.full(n, 1.0 / n)
-    w = np.ascontiguousarray(value, dtype=np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"weights must have shape ({n},) (one per source), got {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
-        raise ValueError("weights must be finite, >= 0 and have a positive sum")
-    return w
 
 
 def continuum_field(model: Model, X: np.ndarray) -> np.ndarray:
@@ -118,5 +108,5 @@ def velocity(
     Y = X if Y is None else _points("Y", Y, model.d)
     if len(Y) == 0:
         raise ValueError("Y must hold at least one source point")
-    m = _weights(weights, len(Y))
+    m = check_masses(weights, len(Y), "weights", shape_note=" (one per source)", contiguous=True)
     return tangent_projection(X, attention_average(model, X, Y, m, kernel, tol, precision))

@@ -39,6 +39,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ._masses import check_masses
+
 __all__ = [
     "ComplexDominantWarning",
     "DOMINANT_RTOL",
@@ -232,15 +234,7 @@ def limit_measure(model, X, weights=None, *, tol: float = DOMINANT_RTOL, merge_t
     n = len(X)
     if n == 0:
         raise ValueError("limit_measure needs at least one point")
-    if weights is None:
-        w = np.full(n, 1.0 / n)
-    else:
-        w = np.asarray(weights, dtype=np.float64)
-        if w.shape != (n,):
-            raise ValueError(f"weights must have shape ({n},), got {w.shape}")
-        if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-            raise ValueError("weights must be finite, >= 0, with a positive sum")
-        w = w / w.sum()
+    w = check_masses(weights, n, "weights", summary="{name} must be finite, >= 0, with a positive sum", normalise=True)
     Y = _project(split, X)
     ok = ~np.isnan(Y).any(axis=1) & (w > 0)
     dropped = float(w[~ok & (w > 0)].sum())

@@ -12,6 +12,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .._masses import check_masses
+
 __all__ = ["check_times", "snapshot_loop", "FVStepping"]
 
 
@@ -119,9 +121,7 @@ class FVStepping:
         snapshot repeats the uninterrupted run bit for bit.
         """
         times = check_times(times, t0)
-        m = np.array(masses, dtype=np.float64)
-        if m.shape != (self.mesh.M,):
-            raise ValueError(f"masses must have shape ({self.mesh.M},) {self._masses_shape_note()}, got {m.shape}")
-        if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
-            raise ValueError("masses must be finite, >= 0 and have a positive sum")
+        # a copy (None fails the shape check): the caller may change its array meanwhile
+        m = check_masses(np.array(masses, dtype=np.float64), self.mesh.M, "masses",
+                         shape_note=f" {self._masses_shape_note()}")
         yield from snapshot_loop(m, times, t0, lambda m, t, t_out: self.advance(m, t, t_out, on_step))
