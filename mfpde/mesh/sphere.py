@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import prange
 
-from ..kernels._jit import jit_parallel
+from ..kernels._jit import jit, jit_parallel
 
 __all__ = ["SphereMesh", "icosahedral_frequency", "spherical_triangle_areas"]
 
@@ -256,24 +256,28 @@ class SphereMesh:
         return f"SphereMesh(M={self.M}, frequency={self.frequency}, spacing={self.spacing:.4g})"
 
 
+@jit
+def _greedy_walk(x0, x1, x2, i, centers, ptr, nbr):  # pragma: no cover - compiled
+    """The cell nearest to x = (x0, x1, x2): from cell i, move to the neighbor with the largest
+    <x, c_j> until no neighbor is nearer (``SphereMesh.locate``; also the PIC stencil's walk)."""
+    best = x0 * centers[i, 0] + x1 * centers[i, 1] + x2 * centers[i, 2]
+    while True:
+        nxt = i
+        for k in range(ptr[i], ptr[i + 1]):
+            j = nbr[k]
+            s = x0 * centers[j, 0] + x1 * centers[j, 1] + x2 * centers[j, 2]
+            if s > best:
+                best = s
+                nxt = j
+        if nxt == i:
+            return i
+        i = nxt
+
+
 @jit_parallel
 def _walk(X, guess, centers, ptr, nbr, out):  # pragma: no cover - compiled
     for p in prange(X.shape[0]):
-        x0, x1, x2 = X[p, 0], X[p, 1], X[p, 2]
-        i = guess[p]
-        best = x0 * centers[i, 0] + x1 * centers[i, 1] + x2 * centers[i, 2]
-        while True:
-            nxt = i
-            for k in range(ptr[i], ptr[i + 1]):
-                j = nbr[k]
-                s = x0 * centers[j, 0] + x1 * centers[j, 1] + x2 * centers[j, 2]
-                if s > best:
-                    best = s
-                    nxt = j
-            if nxt == i:
-                break
-            i = nxt
-        out[p] = i
+        out[p] = _greedy_walk(X[p, 0], X[p, 1], X[p, 2], guess[p], centers, ptr, nbr)
 
 
 @functools.lru_cache(maxsize=16)

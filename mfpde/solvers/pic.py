@@ -47,6 +47,7 @@ from numba import prange
 from ..field import continuum_field, velocity
 from ..kernels._jit import jit, jit_parallel
 from ..mesh import CircleMesh, SphereMesh
+from ..mesh.sphere import _greedy_walk
 from ..model import Model
 from ..options import SolverOptions
 from .particles import ParticleSolver
@@ -195,7 +196,7 @@ def _sphere_rows(lo, hi, X, guess, seeds, centers, ptr, nbr, edge, slot_tri, tri
                 inside = l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0
                 steps += 1
         if not inside:
-            # 1. the nearest center: greedy walk on the Delaunay graph (as SphereMesh.locate)
+            # 1. the nearest center: SphereMesh.locate's greedy walk on the Delaunay graph
             #    from a corner of the previous triangle, or from the nearest seed cell
             if t >= 0:
                 i = tri[t, 0]
@@ -208,18 +209,7 @@ def _sphere_rows(lo, hi, X, guess, seeds, centers, ptr, nbr, edge, slot_tri, tri
                     if q > best:
                         best = q
                         i = j
-            best = x0 * centers[i, 0] + x1 * centers[i, 1] + x2 * centers[i, 2]
-            while True:
-                nxt = i
-                for s in range(ptr[i], ptr[i + 1]):
-                    j = nbr[s]
-                    q = x0 * centers[j, 0] + x1 * centers[j, 1] + x2 * centers[j, 2]
-                    if q > best:
-                        best = q
-                        nxt = j
-                if nxt == i:
-                    break
-                i = nxt
+            i = _greedy_walk(x0, x1, x2, i, centers, ptr, nbr)
             # 2. the fan sector of x around c_i: e_s = det(c_i, c_{nbr[s]}, x) goes from >= 0
             #    to <= 0 across the triangle (c_i, c_{nbr[s-1]}, c_{nbr[s]}) containing x (the
             #    Voronoi cell of c_i lies in its fan: every triangle of the mesh is acute)
