@@ -13,6 +13,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from .._masses import check_masses
+from ..model import Model
+from ..options import SolverOptions
 
 __all__ = ["check_times", "snapshot_loop", "FVStepping"]
 
@@ -60,6 +62,26 @@ class FVStepping:
 
     def _masses_shape_note(self) -> str:  # pragma: no cover - every solver overrides it
         raise NotImplementedError
+
+    @classmethod
+    def _checked_options(cls, model, options, d: int, mesh_name: str, cfl_reason: str) -> SolverOptions:
+        """The options (default: fv's) after the checks both solvers make of the model and options.
+
+        ``mesh_name`` names the solver in the message on d, ``cfl_reason`` says why cfl is capped.
+        """
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
+        options = options or SolverOptions(method="fv")
+        if model.d != d:
+            raise ValueError(f"the {mesh_name} finite-volume solver needs model.d = {d}, got d = {model.d}")
+        if options.cfl > cls._max_cfl:
+            raise ValueError(f"solver.cfl must be <= {cls._max_cfl} for fv ({cfl_reason}), got {options.cfl!r}")
+        if model.is_zero_temperature and model.zero_temperature != "continuum":
+            raise ValueError(
+                "fv at beta = inf needs model.zero_temperature = \"continuum\" (a density has no "
+                f"hardmax field), got {model.zero_temperature!r}"
+            )
+        return options
 
     def _dt_for(self, rate: float) -> float:
         if rate > 0:

@@ -95,21 +95,8 @@ class FVCircleSolver(FVStepping):
 
     def __init__(self, model: Model, options: SolverOptions | None = None, *, limiter: str = "mc",
                  field_path: str = "auto"):
-        if not isinstance(model, Model):
-            raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
-        options = options or SolverOptions(method="fv")
-        if model.d != 2:
-            raise ValueError(f"the circle finite-volume solver needs model.d = 2, got d = {model.d}")
-        if options.cfl > MAX_CFL:
-            raise ValueError(
-                f"solver.cfl must be <= {MAX_CFL} for fv (MUSCL + SSP-RK3 keeps masses >= 0 only "
-                f"up to 1/2), got {options.cfl!r}"
-            )
-        if model.is_zero_temperature and model.zero_temperature != "continuum":
-            raise ValueError(
-                "fv at beta = inf needs model.zero_temperature = \"continuum\" (a density has no "
-                f"hardmax field), got {model.zero_temperature!r}"
-            )
+        options = self._checked_options(model, options, 2, "circle",
+                                        "MUSCL + SSP-RK3 keeps masses >= 0 only up to 1/2")
         if limiter not in LIMITERS:
             raise ValueError(f"limiter must be one of {', '.join(LIMITERS)}, got {limiter!r}")
         if field_path not in FIELD_PATHS:

@@ -264,21 +264,8 @@ class FVSphereSolver(FVStepping):
     """
 
     def __init__(self, model: Model, options: SolverOptions | None = None, *, reconstruction: str = "linear"):
-        if not isinstance(model, Model):
-            raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
-        options = options or SolverOptions(method="fv")
-        if model.d != 3:
-            raise ValueError(f"the sphere finite-volume solver needs model.d = 3, got d = {model.d}")
-        if options.cfl > MAX_CFL:
-            raise ValueError(
-                f"solver.cfl must be <= {MAX_CFL} for fv (face values <= 2 rho keep masses >= 0 only "
-                f"up to 1/2), got {options.cfl!r}"
-            )
-        if model.is_zero_temperature and model.zero_temperature != "continuum":
-            raise ValueError(
-                "fv at beta = inf needs model.zero_temperature = \"continuum\" (a density has no "
-                f"hardmax field), got {model.zero_temperature!r}"
-            )
+        options = self._checked_options(model, options, 3, "sphere",
+                                        "face values <= 2 rho keep masses >= 0 only up to 1/2")
         if reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}")
         self.model = model
