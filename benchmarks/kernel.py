@@ -1,6 +1,6 @@
 """Throughput and accuracy of the attention kernels, against their peers, in one run.
 
-    python benchmarks/kernel.py [--quick] [--repeat 3] [--beta 30] [--only exact|truncated]
+    python benchmarks/kernel.py [--quick] [--repeat 3] [--beta 30] [--only exact|truncated|step]
 
 For N in {2e3, 2e4, 1e5} and d in {2, 3, 8} (targets = sources = N uniform points on
 S^{d-1}, random Q, K, V) it prints:
@@ -18,12 +18,20 @@ S^{d-1}, random Q, K, V) it prints:
   for N <= 2e4, and the max error against it (relative to max |field|);
 - the float32 mode's pairs/s and max error;
 - the truncated kernel at beta in {100, 1000} (d = 2, 3): speed-up over the exact kernel
-  and max field error relative to max |field|.
+  and max field error relative to max |field|;
+- one rk4 particle step at N = 1e5, d = 3, beta = 1000, dt = 0.01 (uniform points, B = I,
+  random V, tolerance 1e-12) with each kernel: the time of the step, the ratio
+  truncated / exact, what the truncated kernel did at each of the four stages and the
+  sources it scanned per target (the stage points are off the unit sphere by up to the
+  printed | |x| - 1 |), its field error there (2000 sampled targets, relative to
+  max |field|) and the max distance between the two steps' results.
 
 Best of --repeat runs.  The machine is shared: absolute times are noise, the ratios
-measured side by side are the result.  --quick: N in {2e3, 2e4}, d = 3, one repeat.
---only exact / --only truncated: print only the first table (exact kernel against its
-peers) or only the second (truncated kernel against the exact one).
+measured side by side are the result.  --quick: N in {2e3, 2e4}, d = 3, one repeat, no
+rk4 step.
+--only exact / --only truncated / --only step: print only the first table (exact kernel
+against its peers), only the second (truncated kernel against the exact one) or only the
+rk4 step.
 """
 
 import argparse
@@ -83,7 +91,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="N in {2e3, 2e4}, d = 3, one repeat")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--beta", type=float, default=30.0)
-    parser.add_argument("--only", choices=["exact", "truncated"], help="print only this kernel's table")
+    parser.add_argument("--only", choices=["exact", "truncated", "step"], help="print only this table")
     args = parser.parse_args()
     sizes = [2_000, 20_000] if args.quick else [2_000, 20_000, 100_000]
     dims = [3] if args.quick else [2, 3, 8]
@@ -99,8 +107,10 @@ def main():
     rng = np.random.default_rng(0)
     if args.only != "truncated":
         exact_table(args, sizes, dims, repeat, threads, rng)
-    if args.only != "exact":
+    if args.only in (None, "truncated"):
         truncated_table(sizes, repeat)
+    if args.only == "step" or (args.only is None and not args.quick):
+        rk4_step_table(repeat)
 
 
 def exact_table(args, sizes, dims, repeat, threads, rng):
@@ -176,6 +186,55 @@ def truncated_table(sizes, repeat):
                     f"{t_exact / t_trunc:9.1f} {err:8.1e}",
                     flush=True,
                 )
+
+
+def rk4_step_table(repeat, n=100_000, d=3, beta=1000.0, dt=0.01):
+    """One rk4 particle step (``ParticleSolver``'s field, ``fixed_step``) with each kernel."""
+    from mfpde.kernels import truncated
+    from mfpde.options import SolverOptions
+    from mfpde.solvers import ParticleSolver
+    from mfpde.solvers.integrators import fixed_step
+
+    rng = np.random.default_rng(3)
+    x = unit(rng, n, d)
+    model = mfpde.Model(d=d, beta=beta, V=rng.standard_normal((d, d)))
+    w = np.full(n, 1.0 / n)
+    stages = []
+    plain = truncated.truncated_sums
+
+    def spy(model, X, Y, weights, tolerance, return_info=False):
+        out = plain(model, X, Y, weights, tolerance, return_info=True)
+        stages.append((out[3].mode, X, out[3].scanned.mean()))
+        return out if return_info else out[:3]
+
+    print()
+    print(f"one rk4 particle step, N = {n}, d = {d}, beta = {beta:g}, dt = {dt:g}, tolerance 1e-12")
+    times, results = {}, {}
+    for kernel in ("exact", "truncated"):
+        f = ParticleSolver(model, SolverOptions(integrator="rk4", dt=dt, kernel=kernel)).field(w)
+        f(x)  # compile or load the cache
+        truncated.truncated_sums = spy
+        try:
+            stages.clear()
+            times[kernel], results[kernel] = best_time(lambda: fixed_step("rk4", f, x, dt), repeat)
+        finally:
+            truncated.truncated_sums = plain
+    print(f"{'kernel':>10} {'step s':>8}")
+    for kernel in ("exact", "truncated"):
+        print(f"{kernel:>10} {times[kernel]:8.2f}")
+    print(f"ratio truncated / exact: {times['truncated'] / times['exact']:.3f}")
+    sample = np.random.default_rng(4).choice(n, 2000, replace=False)
+    for k, (mode, X, scanned) in enumerate(stages[:4]):
+        off = np.abs(np.linalg.norm(X, axis=1) - 1.0).max()
+        ref = mfpde.velocity(model, X[sample], X, w)
+        err = np.abs(mfpde.velocity(model, X, kernel="truncated")[sample] - ref).max() / np.abs(ref).max()
+        print(
+            f"  stage {k + 1}: {mode:<28} scanned/target {scanned:6.0f}, max | |x| - 1 | = {off:.1e}, "
+            f"field error / max|field| = {err:.1e}"
+        )
+    diff = np.abs(results["truncated"] - results["exact"]).max()
+    move = np.abs(results["exact"] - x).max()
+    print(f"max |x_truncated - x_exact| after the step: {diff:.1e} (the step moves points by up to {move:.1e})")
 
 
 if __name__ == "__main__":

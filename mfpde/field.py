@@ -71,8 +71,9 @@ def velocity(
         m_j e^{s_ij} relative to the target's largest weight is at least ``tolerance``,
         found with a spatial structure; the dropped relative weight is at most
         ``tolerance`` times the number of dropped sources (docs/methods.md has the bound on
-        the field).  It falls back to the exact kernel where truncation would not pay
-        (small beta, d > 3, sources off the unit sphere).
+        the field).  Points slightly off the sphere (the integrators' stage points) are
+        truncated too.  It falls back to the exact kernel where truncation would not pay
+        (small beta, d > 3, source radii |y_j| more than 1.5x apart).
     tolerance : float
         Truncated kernel: relative weight below which a source may be dropped, in [0, 1);
         0 means exact.

@@ -228,7 +228,7 @@ def check_truncation_sets(model, X, Y, m, tol):
     with np.errstate(divide="ignore"):
         scores = (LOG2E * model.beta) * (X @ model.B) @ Y.T + np.log2(m)  # -inf: massless
     best = scores.max(axis=1)
-    c = (LOG2E * model.beta) * np.linalg.norm(X @ model.B, axis=1)
+    c = (LOG2E * model.beta) * np.linalg.norm(X @ model.B, axis=1) * np.linalg.norm(Y, axis=1).max()
     truncated = ~np.isnan(info.lower_bound)
     assert truncated.sum() > len(X) // 2
     slack = 1e-12 * (c + np.abs(best) + 1.0)
@@ -240,6 +240,34 @@ def check_truncation_sets(model, X, Y, m, tol):
         assert len(np.unique(summed)) == len(summed)  # each source summed once
         assert np.isin(np.flatnonzero(kept[i]), summed).all(), f"target {i} drops a source above tol"
     return info, best
+
+
+def assert_within_error_bound(model, X, Y, m, tol, got, info):
+    """The documented bound per target, |D_i| = M - (sources scanned): softmax
+    |err_i| <= 2 max|V y| tol |D_i|; uniform, relative to the attention mass W_i,
+    |err_i| / W_i <= max|V y| tol |D_i|; plus rounding: both sides round the scores
+    beta <B^T x, y> by ~ d eps beta |B| |x| |y| (test_velocity.py), which moves the weights
+    by that relative amount and the field by twice it times max|V y|.  P_x is a contraction
+    for |x| <= sqrt(2), so the bound holds for targets slightly off the sphere too.
+    Returns the bound of the largest error (for error propagation)."""
+    ref = reference_field(model, X, Y, m)
+    vmax = np.linalg.norm(Y @ model.V.T, axis=1).max()
+    dropped = len(Y) - info.scanned
+    score_rounding = 4 * X.shape[1] * np.finfo(float).eps * model.beta * np.linalg.norm(model.B, 2) * (
+        np.linalg.norm(X, axis=1).max() * np.linalg.norm(Y, axis=1).max()
+    )
+    rounding = 2 * vmax * score_rounding + 1e-14
+    if model.normalization == "softmax":
+        err = np.linalg.norm(got - ref, axis=1)
+        bound = 2 * vmax * tol * dropped + rounding
+    else:  # relative to the attention mass W_i (the fields reach e^600)
+        with np.errstate(divide="ignore"):
+            logw = model.beta * X @ model.B @ Y.T + np.log(m)
+        mass = np.exp(logw - logw.max(axis=1, keepdims=True)).sum(axis=1) * np.exp(logw.max(axis=1))
+        err = np.linalg.norm((got - ref) / mass[:, None], axis=1)
+        bound = vmax * tol * dropped + rounding
+    assert np.all(err <= bound), f"target {np.argmax(err - bound)}: error {err.max():.3g} above the bound"
+    return bound.max()
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -270,17 +298,58 @@ def test_truncated_lower_bound_and_kept_sources_against_brute_force(rng, d, norm
     for i in np.flatnonzero(truncated)[:50]:
         assert np.all(m[info.sources_of(i)] > 0)
     got = tangent_projection(X, finish(model, *truncated_sums(model, X, Y, m, tol)))
-    ref = reference_field(model, X, Y, m)
-    vmax = np.linalg.norm(Y @ model.V.T, axis=1).max()
-    dropped = len(Y) - info.scanned
-    if normalization == "softmax":
-        assert np.all(np.linalg.norm(got - ref, axis=1) <= 2 * vmax * tol * dropped + 1e-13)
-    else:  # relative to the attention mass W_i (the fields reach e^600)
-        with np.errstate(divide="ignore"):
-            logw = model.beta * X @ model.B @ Y.T + np.log(m)
-        mass = np.exp(logw - logw.max(axis=1, keepdims=True)).sum(axis=1) * np.exp(logw.max(axis=1))
-        err = np.linalg.norm((got - ref) / mass[:, None], axis=1)
-        assert np.all(err <= vmax * tol * dropped + 1e-13)
+    assert_within_error_bound(model, X, Y, m, tol, got, info)
+
+
+def radial(rng, n, spread=1e-2):
+    """Radial factors uniform in [1 - spread, 1 + spread], as a column."""
+    return 1.0 + spread * rng.uniform(-1.0, 1.0, (n, 1))
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("normalization", ["softmax", "uniform"])
+@pytest.mark.parametrize(
+    "case", ["weighted targets != sources", "equal masses targets = sources", "rk4 stage points", "hemisphere balls"]
+)
+def test_truncated_sources_and_targets_off_the_sphere(rng, d, normalization, case):
+    """Sources y_j = r_j u_j and targets off the unit sphere (radial factors in [0.99, 1.01],
+    or the points x + h/2 k_1 of an rk4 step) are truncated, not summed exactly: the caps
+    are built for the directions u_j with the threshold divided by the extreme radius (the
+    largest for a ball smaller than a hemisphere, the smallest for a larger one: "hemisphere
+    balls" gives 20 of 500 targets so small a norm that their balls are larger), the sums
+    use the actual points.  Checked source by source against a NumPy brute force (the
+    lower bound is a true one, every source above tol is summed) and against the error
+    bound.  (Without the division by the radius, every case here drops sources above tol.)"""
+    tol = 1e-6
+    if case == "hemisphere balls":
+        # B = I; c_i = 400 log2(e) |x_i| < -log2(tol) = 19.9 (tau_i < 0) but > 10 (tau_i > -1)
+        # for |x_i| in [0.018, 0.034]
+        model = mfpde.Model(d=d, V=rng.standard_normal((d, d)), beta=400.0, normalization=normalization)
+        X = unit_rows(rng, 500, d) * radial(rng, 500)
+        X[:20] *= rng.uniform(0.018, 0.034, (20, 1))
+        Y = unit_rows(rng, 3000, d) * radial(rng, 3000)
+        m = np.full(3000, 1 / 3000)
+    elif case.startswith("weighted"):
+        Q = rng.standard_normal((d, d))
+        Q *= 1.4 / np.linalg.norm(Q, 2)  # beta |B^T x| |y| <= 400 * 1.4 * 1.01^2 < 709: USA stays finite
+        model = mfpde.Model(Q=Q, V=rng.standard_normal((d, d)), beta=400.0, normalization=normalization)
+        X, Y = unit_rows(rng, 400, d) * radial(rng, 400), unit_rows(rng, 3000, d) * radial(rng, 3000)
+        m = rng.random(3000) + 0.1
+        m[::7] = 0.0
+        m /= m.sum()
+    else:
+        model = mfpde.Model(d=d, beta=400.0, V=rng.standard_normal((d, d)), normalization=normalization)
+        if case.startswith("equal"):
+            X = Y = unit_rows(rng, 3000, d) * radial(rng, 3000)
+        else:  # the second stage of an rk4 step of size 0.05 (with the softmax field)
+            x = unit_rows(rng, 3000, d)
+            X = Y = x + 0.025 * mfpde.velocity(model.replace(normalization="softmax"), x)
+            assert np.abs(np.linalg.norm(X, axis=1) - 1.0).max() > 1e-5
+        m = np.full(3000, 1 / 3000)
+    info, best = check_truncation_sets(model, X, Y, m, tol)
+    assert info.scanned.mean() < len(Y) / 4
+    got = tangent_projection(X, finish(model, *truncated_sums(model, X, Y, m, tol)))
+    assert_within_error_bound(model, X, Y, m, tol, got, info)
 
 
 def test_truncated_clustered_sources_and_targets_at_the_poles(rng):
@@ -391,8 +460,89 @@ def test_truncated_is_the_exact_kernel_at_tolerance_zero_and_in_fallback(rng, mo
     d4 = random_model(rng, 4, 1000.0)  # no grid for d > 3
     X4, Y4 = unit_rows(rng, 50, 4), unit_rows(rng, 80, 4)
     np.testing.assert_array_equal(mfpde.velocity(d4, X4, Y4, kernel="truncated"), mfpde.velocity(d4, X4, Y4))
-    off = 1.5 * Y  # sources off the sphere: the chordal ball does not apply
-    np.testing.assert_array_equal(mfpde.velocity(big, X, off, m, kernel="truncated"), mfpde.velocity(big, X, off, m))
+    # source radii more than MAX_RADIUS_RATIO apart, or a source with mass at the origin:
+    # the caps would be far too wide; exact, bit for bit
+    spread = Y * np.linspace(0.7, 1.1, 700)[:, None]
+    _, info = truncated_field(big, X, spread, m, 1e-12)
+    assert info.mode.startswith("source radii too spread")
+    np.testing.assert_array_equal(
+        mfpde.velocity(big, X, spread, m, kernel="truncated"), mfpde.velocity(big, X, spread, m)
+    )
+    origin = Y.copy()
+    origin[5] = 0.0
+    _, info = truncated_field(big, X, origin, m, 1e-12)
+    assert info.mode.startswith("source radii too spread")
+    m_origin = m.copy()
+    m_origin[5] = 0.0  # massless: ignored, the others are truncated
+    _, info = truncated_field(big, X, origin, m_origin, 1e-12)
+    assert info.mode == "truncated"
+    # a uniformly scaled sphere is truncated (radius ratio 1)
+    got, info = truncated_field(big, X, 1.5 * Y, m, 1e-12)
+    assert info.mode == "truncated"
+    ref = reference_field(big, X, 1.5 * Y, m)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_particle_rk4_step_truncates_every_stage_and_matches_the_exact_step(rng, monkeypatch):
+    """An rk4 step of the particle solver with kernel = "truncated" evaluates the field at the
+    stage points x + h k (off the unit sphere by ~h^2 |k|^2 / 8): all four evaluations take
+    the truncated path, each is within the field error bound of the dense reference at its
+    own stage points, and the step is within the propagated bound of the exact-kernel step.
+
+    Propagation, in the max norm over particles: with eps_s the bound at stage s and L a
+    Lipschitz constant of the particle field F(x)_i = P_{x_i} a_i(x), a_i = sum_j w_ij V x_j,
+    e_1 <= eps_1, e_2 <= eps_2 + L h/2 e_1, e_3 <= eps_3 + L h/2 e_2, e_4 <= eps_4 + L h e_3;
+    z = x + h/6 (k_1 + 2 k_2 + 2 k_3 + k_4) is off by h/6 (e_1 + 2 e_2 + 2 e_3 + e_4), and
+    the retraction z -> z/|z| multiplies that by at most 2/|z|, |z| >= 1 - h max|F|.
+    L: s_ij = beta x_i^T B x_j moves by <= 2 beta |B| r delta (r >= |x|, delta = max|dx|),
+    dw_ij = w_ij (ds_ij - sum_k w_ik ds_ik), so |da_i| <= (|V| + 4 beta |B| r vmax) delta
+    (vmax >= |V x_j|) and |dF_i| <= (1 + r^2) |da_i| + 2 r vmax delta; |F| <= (1 + r^2) vmax.
+    """
+    from mfpde.options import SolverOptions
+    from mfpde.solvers import ParticleSolver
+
+    d, n, h, tol = 3, 3000, 1e-4, 1e-9
+    model = mfpde.Model(d=d, beta=400.0, V=rng.standard_normal((d, d)))
+    x = unit_rows(rng, n, d)
+    w = np.full(n, 1.0 / n)
+    calls = []
+    plain = truncated.truncated_sums
+
+    def spy(model, X, Y, weights, tolerance, return_info=False):
+        out = plain(model, X, Y, weights, tolerance, return_info=True)
+        calls.append((X, Y, weights, out))
+        return out if return_info else out[:3]
+
+    monkeypatch.setattr(truncated, "truncated_sums", spy)
+    options = SolverOptions(integrator="rk4", dt=h, kernel="truncated", tolerance=tol)
+    step = dict(ParticleSolver(model, options).snapshots(x, w, [h]))[h]
+    exact_step = dict(ParticleSolver(model, options.replace(kernel="exact")).snapshots(x, w, [h]))[h]
+    assert len(calls) == 4
+    assert [out[3].mode for *_, out in calls] == ["truncated"] * 4
+    # stages 2 and 3, x + h/2 k, are off the sphere by ~h^2 |k|^2 / 8 (stage 4 by O(h^3) only:
+    # k_3 is tangent at x + h/2 k_2)
+    off = [np.abs(np.linalg.norm(X, axis=1) - 1.0).max() for X, *_ in calls]
+    assert off[0] < 1e-15 and min(off[1:3]) > 1e-9 and off[3] > 0.0
+    eps = []
+    for X, Y, weights, (num, den, smax, info) in calls:
+        np.testing.assert_array_equal(X, Y)
+        got = tangent_projection(X, finish(model, num, den, smax))
+        eps.append(assert_within_error_bound(model, X, Y, weights, tol, got, info))
+    # r and vmax over the truncated run's stage points, padded for the exact run's (which
+    # differ by far less than 1e-6)
+    r = max(np.linalg.norm(X, axis=1).max() for X, *_ in calls) + 1e-6
+    vmax = np.linalg.norm(model.V, 2) * r
+    norm_b, norm_v = np.linalg.norm(model.B, 2), np.linalg.norm(model.V, 2)
+    lip = (1 + r * r) * (4 * model.beta * norm_b * r * vmax + norm_v) + 2 * r * vmax
+    e1 = eps[0]
+    e2 = eps[1] + lip * h / 2 * e1
+    e3 = eps[2] + lip * h / 2 * e2
+    e4 = eps[3] + lip * h * e3
+    z_min = 1.0 - h * (1 + r * r) * vmax
+    bound = 2 / z_min * h / 6 * (e1 + 2 * e2 + 2 * e3 + e4)
+    assert lip * h < 5  # the bound is not vacuous
+    assert np.abs(step - exact_step).max() <= bound
+    assert np.abs(step - x).max() > 1e3 * bound  # the step moves the particles
 
 
 def test_truncated_handles_targets_with_zero_query_and_massless_sources(rng):

@@ -1,41 +1,49 @@
 """Truncated attention kernel for large beta: each target sums only the sources that matter.
 
-For target x_i write b_i = B^T x_i, c_i = beta |b_i|, q_i = b_i / |b_i| and, for unit
-sources, s_ij + log m_j = c_i <q_i, y_j> + log m_j with <q_i, y> = 1 - |q_i - y|^2 / 2.
-With tolerance tol, the sources to keep are those with
+For target x_i (any point, on the sphere or not) write b_i = B^T x_i, c_i = beta |b_i|,
+q_i = b_i / |b_i|, and for source y_j = r_j u_j (r_j = |y_j|, u_j on the unit sphere)
+s_ij + log m_j = c_i r_j <q_i, u_j> + log m_j with <q_i, u> = 1 - |q_i - u|^2 / 2.  The
+sources with mass have radii in [r_lo, r_hi] (1 for points on the sphere; 1 + O(h^2) at
+the stage points x + h k of a Runge-Kutta step).  With tolerance tol, the sources to keep
+are those with
 
     m_j e^{s_ij} >= tol * max_k m_k e^{s_ik},   i.e.   s_ij + log m_j >= M_i + log tol.
 
 Finding them (all in log2 units inside, as in the exact kernel):
 
-1. The sources with positive mass are sorted by (polar band, azimuth) (d = 3: bands of
-   polar angle theta = atan2(|(y_1, y_2)|, y_3) of height ``CELL_FACTOR`` times the median
-   angular radius of the smallest possible balls, at least ``MIN_BAND_SOURCES`` sources per
-   band on average; d = 2: one band, sorted by angle): one quicksort of a combined key,
+1. The sources with positive mass are sorted by (polar band, azimuth) of their directions
+   u_j (d = 3: bands of polar angle theta = atan2(|(y_1, y_2)|, y_3) of height
+   ``CELL_FACTOR`` times the median angular radius of the smallest possible balls, at
+   least ``MIN_BAND_SOURCES`` sources per band on average; d = 2: one band, sorted by
+   angle; the angles do not depend on r_j): one quicksort of a combined key,
    each band then checked and, where near-ties broke its order, sorted exactly.  Each
    band's azimuths get a sector index (``PER_SECTOR`` sources per sector), so a search is a
    table look-up and a bisection of a few entries.
 2. A lower bound A_i <= M_i: the best score among the ``NEIGHBOURS`` sources on either side
-   of q_i's azimuth in q_i's own band (the nearest non-empty bands if it is empty); any
-   source's score is a lower bound, a near one a tight one.
-3. Any kept source has c_i <q_i, y_j> + L >= A_i + log tol, L = max_j log m_j, so it lies
-   in the chordal ball |q_i - y_j|^2 <= rho_i^2 = 2 - 2 tau_i, tau_i = (A_i + log tol -
-   L) / c_i, i.e. in the cap of angular radius alpha_i = 2 asin(rho_i / 2) (tau_i is lowered
-   by a few ulps of its terms and by 1e-12 for sources with | |y|^2 - 1 | <= 1e-12, and
-   alpha_i widened by a few ulps, so that rounding never shrinks the ball).
+   of q_i's azimuth in q_i's own band (the nearest non-empty bands if it is empty): their
+   actual scores s_ij + log m_j (at the actual points y_j); any source's score is a lower
+   bound, a near one a tight one.
+3. Any kept source has c_i r_j <q_i, u_j> + L >= A_i + log tol, L = max_j log m_j, i.e.
+   r_j <q_i, u_j> >= t_i = (A_i + log tol - L) / c_i, which implies <q_i, u_j> >= tau_i =
+   t_i / r_hi if t_i >= 0 and t_i / r_lo if t_i < 0 (the weakest threshold over [r_lo,
+   r_hi]).  So u_j lies in the chordal ball |q_i - u_j|^2 <= rho_i^2 = 2 - 2 tau_i, the cap
+   of angular radius alpha_i = 2 asin(rho_i / 2) (t_i is lowered by a few ulps of its
+   terms, tau_i by 1e-12 and alpha_i widened by a few ulps, so that rounding never
+   shrinks the ball).
 4. Targets are sorted by (fine polar band, azimuth) of q_i (fine bands ``GROUP_SHAPE``
    mean target spacings high, so that four consecutive targets form a compact group) and
    taken in groups of four.  Per band met by a member's cap, each member's azimuth
    half-width over that band is computed exactly (``_band_half_width``) and the group scans
    the union of the members' intervals: one or two contiguous ranges of the sorted sources.
    Each source loaded serves four targets (register blocking, as in the exact kernel).
-5. Every source of those ranges (a superset of each member's ball) is summed by the exact
-   kernel's fused shifted pass with the shift U_i = A_i: scores, vectorized exp and
-   weighted sums of four targets in one loop, no running maximum.  Every kept term is then
-   >= tol (no underflow) and every term <= 2^(c_i + L - A_i); targets where c_i + L - A_i
-   > ``SHIFT_SAFE`` = 900 (a very large beta with far-apart sources) use the exact
-   kernel's tile loop with a running maximum instead.  So the kept set always contains
-   every source with relative weight >= tol.
+5. Every source of those ranges (a superset of each member's ball) is summed, with its
+   actual score at the actual point y_j, by the exact kernel's fused shifted pass with the
+   shift U_i = A_i: scores, vectorized exp and weighted sums of four targets in one loop,
+   no running maximum.  Every kept term is then >= tol (no underflow) and every term <=
+   2^(c_i r_hi + L - A_i); targets where c_i r_hi + L - A_i > ``SHIFT_SAFE`` = 900 (a
+   very large beta with far-apart sources) use the exact kernel's tile loop with a running
+   maximum instead.  So the kept set always contains every source with relative weight
+   >= tol.
 
 Cost O(N k) after O(N log N + M log M) sorts, k the number of sources scanned per target
 (about 1.35 times the ball's at beta = 1000, N = 1e5 on S^2, where the summation is about
@@ -49,17 +57,20 @@ the dropped relative weight is
 
 Softmax: with a = N / W and the truncated a' = N' / W' (N = N' + N_D, W = W' + W_D),
 a - a' = (N_D - a' W_D) / W, so |a - a'| <= (max_j |V y_j| + |a'|) delta_i
-<= 2 max_j |V y_j| delta_i; the field P_x a is off by at most as much (P_x is a
-contraction).  Uniform normalization: |a - a'| = |N_D| <= max_j |V y_j| W_i delta_i, i.e.
-the error relative to the attention mass W_i max_j |V y_j| is below delta_i.  The bound
-counts every dropped source at the threshold; the weights decay like e^{-c_i |q - y|^2 / 2}
-beyond the ball, so the actual error is usually orders of magnitude smaller.
+<= 2 max_j |V y_j| delta_i; the field P_x a is off by at most as much (P_x = I - x x^T
+is a contraction for |x| <= sqrt 2, so for targets off the sphere too).  Uniform
+normalization: |a - a'| = |N_D| <= max_j |V y_j| W_i delta_i, i.e. the error relative
+to the attention mass W_i max_j |V y_j| is below delta_i.  The bound counts every dropped
+source at the threshold; the weights decay like e^{-c_i |q - y|^2 / 2} beyond the ball,
+so the actual error is usually orders of magnitude smaller.
 
 Fallback to the exact kernel (same result bit for bit as ``kernel="exact"``):
 
 - tol = 0, N M < ``MIN_PAIRS`` = 2e7 (the sorts, bounds and range searches would cost
-  more than the exact sum), d > 3 (no band structure), or sources not on the unit sphere
-  (| |y|^2 - 1 | > 1e-12): for all targets;
+  more than the exact sum), d > 3 (no band structure), or source radii too spread (a
+  source with mass at the origin, or r_hi > ``MAX_RADIUS_RATIO`` r_lo = 1.5 r_lo: the caps,
+  built for the extreme radii, would be far wider than most sources' balls): for all
+  targets;
 - per target where B^T x_i = 0 or the ball is the whole sphere (tau_i <= -1);
 - for all targets when the sources to scan exceed ``FALLBACK_FRACTION`` of all pairs
   (small beta: the balls cover a large part of the sphere and truncation would not pay),
@@ -100,6 +111,10 @@ PER_SECTOR = 8
 SHIFT_SAFE = 900.0
 #: The fallback decision counts the scanned sources of about this many groups of targets.
 COUNT_GROUPS = 1024
+#: Use the exact kernel when the largest source radius |y_j| exceeds the smallest by more
+#: than this factor (or a source with mass is at the origin): the caps, built for the
+#: extreme radii, would be much wider than the balls of most sources.
+MAX_RADIUS_RATIO = 1.5
 
 _EPS = np.finfo(np.float64).eps
 #: Columns of the per-target cap geometry (``_bounds_and_caps``).
@@ -130,8 +145,11 @@ class TruncationInfo:
         return np.concatenate([source[a:b] for a, b in ranges[offsets[g] : offsets[g + 1]]] + [np.empty(0, int)])
 
 
-def _unit_sources(Y):
-    return bool(np.all(np.abs(np.einsum("ij,ij->i", Y, Y) - 1.0) <= 1e-12))
+def _radius_range(Y):
+    """(r_lo, r_hi): the smallest and largest |y_j| over the rows of Y, widened by a few
+    ulps so that rounding never narrows the range."""
+    r = np.sqrt(np.einsum("ij,ij->i", Y, Y))
+    return float(r.min()) * (1 - 4 * _EPS), float(r.max()) * (1 + 4 * _EPS)
 
 
 @jit_parallel
@@ -232,14 +250,17 @@ def _search(phis, sec, off, nsec, x, right):
 
 
 @jit_parallel
-def _bounds_and_caps(q, c2, theta, phi, perm, YsT, Ls, phis, band_start, sec_start, sec, hb, log2tol, lmax, low, geo):
+def _bounds_and_caps(
+    q, c2, theta, phi, perm, YsT, Ls, phis, band_start, sec_start, sec, hb, log2tol, lmax, r_lo, r_hi, low, geo
+):
     """For the targets i = perm[k]: a lower bound A_i <= M_i and the cap of the ball.
 
     A_i is the best score among the ``NEIGHBOURS`` sources on each side of the target's
     azimuth in its own polar band (the nearest non-empty bands when it is empty): a
     source's score never exceeds the maximum, so any source gives a lower bound, and a
-    near one a tight bound.  From it tau_i and the angular radius alpha_i = 2 asin(rho_i /
-    2) of the cap (module docstring, step 2), widened by a few ulps.  Row i of ``geo`` gets
+    near one a tight bound.  From it and the source radii [r_lo, r_hi], tau_i and the
+    angular radius alpha_i = 2 asin(rho_i / 2) of the cap of directions (module docstring,
+    step 3), widened by a few ulps.  Row i of ``geo`` gets
     theta_i, phi_i, alpha_i, the largest azimuth half-width dphi_i = asin(sin alpha_i /
     sin theta_i) (pi if the cap holds a pole; alpha_i for d = 2), cos theta_i,
     sin theta_i, cos alpha_i and the polar angle t*_i where the cap is widest (see
@@ -285,10 +306,13 @@ def _bounds_and_caps(q, c2, theta, phi, perm, YsT, Ls, phis, band_start, sec_sta
             lo_band = max(0, lo_band - 1)
             hi_band = min(nbands - 1, hi_band + 1)
         low[i] = best
-        # kept sources: c <q_hat, y> + lmax >= A + log2tol, lowered by the rounding of the
-        # terms (slack) and by 1e-12 for sources with | |y|^2 - 1 | <= 1e-12
-        slack = 8 * _EPS * (abs(best) + abs(log2tol) + abs(lmax) + c)
-        tau = (best + log2tol - lmax - slack) / c - 1e-12
+        # kept sources: c r_j <q_hat, u_j> + lmax >= A + log2tol (y_j = r_j u_j), the
+        # threshold lowered by the rounding of the terms (slack), i.e. r_j <q_hat, u_j> >= t;
+        # with r_j in [r_lo, r_hi] that implies <q_hat, u_j> >= t / r_hi (t >= 0) or
+        # t / r_lo (t < 0), lowered by 1e-12 more
+        slack = 8 * _EPS * (abs(best) + abs(log2tol) + abs(lmax) + c * r_hi)
+        t = (best + log2tol - lmax - slack) / c
+        tau = (t / r_hi if t >= 0.0 else t / r_lo) - 1e-12
         th = theta[i]
         geo[i, _THETA] = th
         geo[i, _PHI] = phi[i]
@@ -720,24 +744,26 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
         return exact("d > 3")
     pos = np.flatnonzero(weights > 0)
     Ym = np.ascontiguousarray(Y[pos])
-    if not _unit_sources(Ym):
-        return exact("sources off the unit sphere")
+    r_lo, r_hi = _radius_range(Ym)
+    if not (r_lo > 0.0 and r_hi <= MAX_RADIUS_RATIO * r_lo):
+        return exact(f"source radii too spread ({r_lo:.3g} to {r_hi:.3g})")
     q = np.ascontiguousarray((LOG2E * model.beta) * (X @ model.B))  # log2 units
     c2 = np.sqrt(np.einsum("ij,ij->i", q, q))
     with np.errstate(divide="ignore"):
         l2 = np.log2(weights[pos])
     lmax = float(l2.max())
     log2tol = math.log2(tolerance)
-    # candidates: the smallest possible ball (A_i <= c_i + lmax, so tau_i <= 1 + log2(tol)
-    # / c_i) is smaller than the sphere
-    cand = np.flatnonzero(c2 > -0.5 * log2tol)
+    # candidates: the smallest possible ball is smaller than the sphere (A_i <= c_i r_hi +
+    # lmax, so t_i <= r_hi + log2(tol) / c_i, and tau_i > -1 needs t_i > -r_lo, possible
+    # iff c_i > -log2(tol) / (r_lo + r_hi))
+    cand = np.flatnonzero(c2 > -log2tol / (r_lo + r_hi))
     if not len(cand):
         return exact("no target has a ball smaller than the sphere")
 
     # sources sorted by (polar band, azimuth); d = 2: one band, sorted by angle
     nbands = 1
     if d == 3:
-        alpha_min = 2.0 * np.arcsin(np.minimum(1.0, np.sqrt(-0.5 * log2tol / c2[cand])))
+        alpha_min = 2.0 * np.arcsin(np.minimum(1.0, np.sqrt(-0.5 * log2tol / (r_hi * c2[cand]))))
         nbands = _band_count(float(np.median(alpha_min)), len(Ym))
     hb = math.pi / nbands
     m_pos = len(Ym)
@@ -773,7 +799,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     low = np.full(n, np.nan)
     geo = np.empty((n, 8))
     geo[:, _ALPHA] = -1.0
-    _bounds_and_caps(q, c2, theta, phi, perm, YsT, Ls, *index[:4], hb, log2tol, lmax, low, geo)
+    _bounds_and_caps(q, c2, theta, phi, perm, YsT, Ls, *index[:4], hb, log2tol, lmax, r_lo, r_hi, low, geo)
     del theta, phi
     alpha = geo[:, _ALPHA]
     perm = perm[alpha[perm] >= 0.0]
@@ -794,7 +820,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     smax = np.empty(n)
     scanned = np.full(n, m_all, dtype=np.int64)
     # the fused pass shifted by A_i where every term stays < 2^SHIFT_SAFE, else the online one
-    safe = c2[perm] + lmax - low[perm] <= SHIFT_SAFE
+    safe = c2[perm] * r_hi + lmax - low[perm] <= SHIFT_SAFE
     parts = [(False, perm[safe]), (True, perm[~safe])]
     for online, part in parts:
         if len(part):
