@@ -39,7 +39,7 @@ __all__ = [
 
 
 def perturbed_uniform_density(theta, amplitude: float, mode: int, phase: float = 0.0):
-    """(1 + a cos(k t)) / (2 pi), per radian."""
+    """(1 + a cos(k (t - phase))) / (2 pi), per radian (t and phase in radians)."""
     return (1.0 + amplitude * np.cos(mode * (np.asarray(theta) - phase))) / (2.0 * np.pi)
 
 
