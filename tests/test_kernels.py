@@ -649,13 +649,20 @@ def test_results_do_not_depend_on_thread_count(rng, kernel, precision, beta):
 
 
 def test_a_target_does_not_depend_on_its_group(rng):
-    """Register blocking: target i gives the same bits alone, in any group of four."""
+    """Register blocking: target i gives the same field alone or in any group of four, to
+    a few ulps.  Bits are not promised: under fastmath reassociation LLVM may order each
+    register slot's sums differently (seen on AVX-512: up to 16 ulps of the row's largest
+    entry over 30 seeds); the grouping itself is fixed by the target index, so results do
+    not depend on the thread count."""
     model = random_model(rng, 3, 40.0)
     X, Y = unit_rows(rng, 9, 3), unit_rows(rng, 1000, 3)
     full = mfpde.velocity(model, X, Y)
+    ulp = np.spacing(np.max(np.abs(full), axis=1))
     for i in range(9):
-        np.testing.assert_array_equal(mfpde.velocity(model, X[i : i + 1], Y)[0], full[i])
-    np.testing.assert_array_equal(mfpde.velocity(model, X[::-1], Y), full[::-1])
+        alone = mfpde.velocity(model, X[i : i + 1], Y)[0]
+        assert np.max(np.abs(alone - full[i])) <= 64 * ulp[i]
+    reversed_ = mfpde.velocity(model, X[::-1], Y)[::-1]
+    assert np.all(np.max(np.abs(reversed_ - full), axis=1) <= 64 * ulp)
 
 
 @pytest.mark.parametrize(
