@@ -121,6 +121,7 @@ def run(
     resume: bool = False,
     force: bool = False,
     on_step: Callable[[float], None] | None = None,
+    progress: bool = False,
 ) -> Result:
     """Run the config (a file path, a dict or a :class:`~mfpde.config.Config`).
 
@@ -136,6 +137,9 @@ def run(
         Overwrite an existing file.
     on_step : callable(t), optional
         Called after every solver step (progress bars).
+    progress : bool
+        Show a progress bar over model time (``tqdm.auto``: a widget in Jupyter, text in a
+        terminal).
 
     Returns the :class:`~mfpde.io.Result` of the written file.
     """
@@ -151,6 +155,8 @@ def run(
         raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
     method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
     names = config.output.diagnostics
+    if progress:
+        return _with_progress_bar(config, path, resume, force, on_step)
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
                    force=force) as writer:
         if resume and writer.n_snapshots > 0:
@@ -170,6 +176,27 @@ def run(
             writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
         writer.set_status("complete")
     return load(path)
+
+
+def _with_progress_bar(config: Config, path, resume: bool, force: bool, on_step) -> Result:
+    """``run`` with a tqdm.auto bar over model time wrapped around ``on_step``."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.solver.t_end, unit="t", desc=os.path.basename(path),
+               bar_format="{l_bar}{bar}| t = {n:.3g}/{total:.3g} [{elapsed}<{remaining}]")
+    last = [0.0]
+
+    def step(t):
+        if t > last[0]:
+            bar.update(t - last[0])
+            last[0] = t
+        if on_step is not None:
+            on_step(t)
+
+    try:
+        return run(config, resume=resume, force=force, on_step=step)
+    finally:
+        bar.close()
 
 
 class _Particles:
