@@ -34,8 +34,11 @@ from .model import Model
 
 __all__ = ["RunWriter", "Result", "load", "info", "FORMAT", "FORMAT_VERSION", "STATUSES"]
 
+#: The root ``format`` attribute of a run file.
 FORMAT = "mfpde"
+#: The layout version written (and the newest one read).
 FORMAT_VERSION = 1
+#: The values of a run file's ``status`` attribute.
 STATUSES = ("running", "complete", "interrupted")
 
 #: names that cannot be diagnostics (the time coordinate linked into /diagnostics)

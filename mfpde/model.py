@@ -17,7 +17,9 @@ import numpy as np
 
 __all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS"]
 
+#: The attention normalizations (``Model.normalization``).
 NORMALIZATIONS = ("softmax", "uniform")
+#: The fields at beta = inf (``Model.zero_temperature``).
 ZERO_TEMPERATURE_FIELDS = ("continuum", "hardmax")
 
 

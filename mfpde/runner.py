@@ -28,6 +28,7 @@ from .solvers.pic import MIN_CELLS as PIC_MIN_CELLS
 
 __all__ = ["run", "snapshot_times", "IMPLEMENTED_METHODS"]
 
+#: The solver methods this version runs.
 IMPLEMENTED_METHODS = ("particles", "fv", "pic")
 
 #: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, sliced distances.
@@ -127,7 +128,7 @@ def run(
 
     Parameters
     ----------
-    output : path, optional
+    output : str or os.PathLike, optional
         Overrides ``output.path``.
     overrides : list of "section.key=value"
         Applied as the CLI's ``--set``.
@@ -141,7 +142,10 @@ def run(
         Show a progress bar over model time (``tqdm.auto``: a widget in Jupyter, text in a
         terminal).
 
-    Returns the :class:`~mfpde.io.Result` of the written file.
+    Returns
+    -------
+    Result
+        The :class:`~mfpde.io.Result` of the written file, read back.
     """
     if not isinstance(config, Config) or overrides:
         config = load_config(config, overrides)
