@@ -223,9 +223,9 @@ def _plot_sphere_cells(result, frames):
             _mark_limit_sphere(ax, result, side, label=(i == 0 and j == 0))
             if i == 0:
                 ax.set_title(f"t = {result.times[k]:.3g}")
-        axes[1, j].set_xlabel("back hemisphere" if j == 0 else "")
+        axes[1, j].set_xlabel("back hemisphere (mirrored)")
     axes[0, 0].set_ylabel("front (along (1,1,1))")
-    axes[1, 0].set_ylabel("back (mirrored)")
+    axes[1, 0].set_ylabel("back (along -(1,1,1))")
     fig.colorbar(coll, ax=axes, label="density (per sr)", shrink=0.8)
     if _limit_points(result) is not None:
         axes[0, 0].legend(loc="lower left", fontsize=7)
