@@ -23,6 +23,7 @@ import difflib
 import json
 import math
 import os
+from collections.abc import Sequence
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,7 +363,7 @@ def parse_override(item: str) -> tuple[str, object]:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_config(path_or_dict, overrides=()) -> Config:
+def load_config(path_or_dict: str | os.PathLike | dict, overrides: Sequence[str] = ()) -> Config:
     """Read, validate and resolve a config.
 
     Parameters

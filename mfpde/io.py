@@ -539,7 +539,7 @@ class Result:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
         return f"<b>mfpde Result</b> <code>{html.escape(self.path)}</code><ul>{items}</ul>"
 
-    def to_xarray(self):
+    def to_xarray(self) -> "xarray.Dataset":  # noqa: F821
         """The run as an :class:`xarray.Dataset` (needs ``xarray``).
 
         Dimensions ``time``, ``particle`` (particle and PIC runs) or ``cell`` (finite
@@ -659,7 +659,7 @@ def _retrying(read):
 
 
 @_retrying
-def load(path) -> Result:
+def load(path: str | os.PathLike) -> Result:
     """Read a run file into a :class:`Result` (only finished snapshots: ``len(/time)``).
 
     A file that a run is writing at the same moment is read as of its last finished
@@ -695,7 +695,7 @@ def load(path) -> Result:
 
 
 @_retrying
-def info(path) -> str:
+def info(path: str | os.PathLike) -> str:
     """A human-readable summary of a run file (``mfpde info``)."""
     with _open_mfpde(path) as f:
         T = _n_finished(f)

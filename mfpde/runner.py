@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -115,10 +115,10 @@ def _check_pic(config: Config) -> None:
 
 
 def run(
-    config,
+    config: str | os.PathLike | dict | Config,
     *,
     output: str | os.PathLike | None = None,
-    overrides=(),
+    overrides: Sequence[str] = (),
     resume: bool = False,
     force: bool = False,
     on_step: Callable[[float], None] | None = None,

@@ -80,7 +80,7 @@ class StudyResult:
         ``3.0``); read from the index file's stored config, else from the summary columns."""
         return _swept_values(self)
 
-    def to_dataframe(self):
+    def to_dataframe(self) -> "pandas.DataFrame":  # noqa: F821
         """The summary as a :class:`pandas.DataFrame` (needs ``pandas``), one row per run.
 
         Columns: ``run_id``, one column per swept key (``model.beta``, ... with the values
