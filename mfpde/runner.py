@@ -157,10 +157,10 @@ def run(
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
-    method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
-    names = config.output.diagnostics
     if progress:
         return _with_progress_bar(config, path, resume, force, on_step)
+    method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
+    names = config.output.diagnostics
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
                    force=force) as writer:
         if resume and writer.n_snapshots > 0:
