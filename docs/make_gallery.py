@@ -63,7 +63,7 @@ def growth_rates(beta: float, normalization: str = "uniform", kmax: int = 60):
 
 
 def fastest_mode(beta: float, normalization: str = "uniform") -> int:
-    """k* = argmax_k lambda_k (THEORY.md section 6)."""
+    """k* = argmax_k lambda_k (docs/theory.md section 6)."""
     k, lam = growth_rates(beta, normalization)
     return int(k[np.argmax(lam)])
 
@@ -352,7 +352,7 @@ def closest_pair(centers):
 
 
 def pairing_times(beta, phi, m_a=0.5, m_b=0.5):
-    """THEORY.md: merge time ~ exp(beta (1 - cos phi)).  The two-cluster ODE (softmax,
+    """docs/theory.md: merge time ~ exp(beta (1 - cos phi)).  The two-cluster ODE (softmax,
     V = I on the circle, the self-weight dominating) d phi/dt = -(m_b/m_a + m_a/m_b)
     e^{-beta (1 - cos phi)} sin phi integrates (Laplace at the upper end) to
     T ~ exp(beta (1 - cos phi)) / ((m_a/m_b + m_b/m_a) beta sin^2 phi)."""

@@ -1,4 +1,5 @@
-"""The ``mfpde`` command: ``run`` a config, ``study`` a sweep, ``plot`` and ``info`` a file.
+"""The ``mfpde`` command: ``run`` a config, ``study`` a sweep, ``plot``, ``animate`` and
+``info`` a file, ``example`` configs.
 
 Bad input (config, arguments, files) is one line on stderr and exit status 2; an
 interrupted run (SIGINT, SIGTERM) stops at the next solver step, leaves its file with
@@ -75,10 +76,25 @@ def _parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="draw a figure of a run or study file")
     plot.add_argument("result", metavar="RESULT.h5")
     plot.add_argument("-o", "--output", metavar="FIG.png", help="PNG, PDF or SVG (default: RESULT_KIND.png)")
-    plot.add_argument("--kind", choices=("density", "trajectories", "distance", "energy", "rate"))
+    plot.add_argument("--kind", choices=("density", "trajectories", "distance", "energy", "diagnostics", "rate"))
+    plot.add_argument("--series", action="append", metavar="NAME",
+                      help="with --kind diagnostics: a stored series to draw (repeatable; default: all)")
 
     info = sub.add_parser("info", help="summarise a result file")
     info.add_argument("result", metavar="RESULT.h5")
+
+    example = sub.add_parser("example", help="list the shipped example configs, or write one")
+    example.add_argument("name", nargs="?", metavar="NAME", help="an example (without NAME: list them)")
+    example.add_argument("-o", "--output", metavar="FILE.toml",
+                         help="where to write it (default: NAME.toml here; '-' prints it)")
+    example.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    animate = sub.add_parser("animate", help="an animation of a run file (GIF or MP4), one frame per snapshot")
+    animate.add_argument("result", metavar="RESULT.h5")
+    animate.add_argument("-o", "--output", metavar="OUT.gif",
+                         help="OUT.gif (Pillow) or OUT.mp4 (ffmpeg) (default: RESULT.gif)")
+    animate.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
+    animate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -173,13 +189,26 @@ def _cmd_study(args, stop: _StopRequests) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def _headless_matplotlib():
+    """The command writes files only: the Agg backend (set in the CLI process, never by the library)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
 def _cmd_plot(args, stop) -> int:
+    _headless_matplotlib()
     from .plotting import is_study_file, plot_file, save_plot
 
     if not os.path.exists(args.result):
         raise FileNotFoundError(f"{args.result}: no such file")
+    if args.series and args.kind != "diagnostics":
+        raise ValueError("--series goes with --kind diagnostics")
+    out = args.output
+    if out is not None and os.path.splitext(out)[1].lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"-o must end in .png, .pdf or .svg, got {out!r}")
     kind = args.kind or ("rate" if is_study_file(args.result) else None)
-    fig = plot_file(args.result, kind)
+    fig = plot_file(args.result, kind, args.series)
     out = args.output or f"{os.path.splitext(args.result)[0]}_{kind or 'plot'}.png"
     print(save_plot(fig, out))
     return 0
@@ -192,12 +221,73 @@ def _cmd_info(args, stop) -> int:
     return 0
 
 
+def _cmd_example(args, stop) -> int:
+    from ._examples import example_names, example_summary, example_text
+
+    if args.name is None:
+        if args.output is not None:
+            raise ValueError("-o needs an example NAME (mfpde example NAME -o FILE)")
+        names = example_names()
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"{name:<{width}}  {example_summary(name)}")
+        return 0
+    text = example_text(args.name)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    out = args.output or f"{args.name}.toml"
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"{out} is a directory; give a file name with -o")
+    if os.path.exists(out) and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"-o: the directory {directory} does not exist")
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(f"{out}: the {args.name!r} example; run it with: mfpde run {out}")
+    return 0
+
+
+def _cmd_animate(args, stop) -> int:
+    _headless_matplotlib()
+    from .animation import animate_file
+
+    if not os.path.exists(args.result):
+        raise FileNotFoundError(f"{args.result}: no such file")
+    out = args.output or f"{os.path.splitext(args.result)[0]}.gif"
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="frame", file=sys.stderr)
+
+    def on_frame(i, n):
+        if bar is not None:
+            bar.total = n
+            bar.update(1)
+        stop.check()
+
+    try:
+        path = animate_file(args.result, out, fps=args.fps, on_frame=on_frame)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        print(f"mfpde: animation interrupted; {out} not written", file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+    finally:
+        if bar is not None:
+            bar.close()
+    print(path)
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     stop = _StopRequests()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        commands = {"run": _cmd_run, "study": _cmd_study, "plot": _cmd_plot, "info": _cmd_info}
+        commands = {"run": _cmd_run, "study": _cmd_study, "plot": _cmd_plot, "info": _cmd_info,
+                    "example": _cmd_example, "animate": _cmd_animate}
         return commands[args.command](args, stop)
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"mfpde: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -23,6 +23,7 @@ import difflib
 import json
 import math
 import os
+from collections.abc import Sequence
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +244,28 @@ class Config:
             cfg = config_from_dict(d, source=self.source)
         return cfg
 
+    def __repr__(self) -> str:
+        m, s = self.model, self.solver
+        beta = "inf" if m.is_zero_temperature else f"{m.beta:g}"
+        size = f"cells={s.cells}" if s.method == "fv" else f"n={self.initial.n}"
+        study = f", study={list(self.study.sweep)}" if self.study is not None else ""
+        return (f"Config(source={self.source!r}, d={m.d}, beta={beta}, method={s.method!r}, {size}, "
+                f"t_end={s.t_end:g}, output={self.output.path!r}{study})")
+
+    def _repr_html_(self) -> str:
+        """Every resolved key, one table row per key (Jupyter)."""
+        import html
+
+        rows = []
+        for section, keys in self.to_dict().items():
+            for key, value in keys.items():
+                text = json.dumps(value)
+                if len(text) > 80:
+                    text = text[:77] + "..."
+                rows.append(f"<tr><td><code>{section}.{key}</code></td><td><code>{html.escape(text)}</code></td></tr>")
+        return (f"<b>mfpde Config</b> <code>{html.escape(self.source)}</code>"
+                f"<table>{''.join(rows)}</table>")
+
     def __eq__(self, other):
         if not isinstance(other, Config):
             return NotImplemented
@@ -340,7 +363,7 @@ def parse_override(item: str) -> tuple[str, object]:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_config(path_or_dict, overrides=()) -> Config:
+def load_config(path_or_dict: str | os.PathLike | dict, overrides: Sequence[str] = ()) -> Config:
     """Read, validate and resolve a config.
 
     Parameters

@@ -57,7 +57,7 @@ class DiagnosticContext:
     limit_points, limit_weights: Pi#rho_0 from the initial state (computed once).
     limit_dropped_mass: mass of rho_0 on which Pi is undefined (dropped, renormalised).
     limit_is_complex: the dominant eigenvalues of A are complex (w_to_limit then is not
-        the distance to a limit; use dist_to_subspace).
+    the distance to a limit; use dist_to_subspace).
     """
 
     model: object
@@ -280,6 +280,7 @@ class Diagnostic:
         return self.fn(points, weights, context)
 
 
+#: Every diagnostic accepted in ``output.diagnostics``, by name, with its unit.
 REGISTRY: dict[str, Diagnostic] = {
     "mass": Diagnostic(mass, "1"),
     "min_mass": Diagnostic(min_mass, "1"),

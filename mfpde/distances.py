@@ -38,7 +38,9 @@ from .sphere import point_to_angle
 
 __all__ = ["wasserstein", "cost_matrix", "WassersteinError", "GROUNDS", "METHODS", "UNIT_NORM_TOL"]
 
+#: The ground costs of :func:`wasserstein`.
 GROUNDS = ("geodesic", "chordal")
+#: The solvers of :func:`wasserstein`.
 METHODS = ("auto", "exact", "circle", "sliced")
 #: Points must have |x| within this of 1 (they are then retracted exactly onto the sphere).
 UNIT_NORM_TOL = 1e-6

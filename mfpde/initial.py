@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import os
 
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .options import InitialOptions
 from .sphere import angle_to_point, retract, sample_uniform
+from .mesh import SphereMesh
 
 __all__ = [
     "initial_measure",
@@ -38,12 +41,12 @@ __all__ = [
 ]
 
 
-def perturbed_uniform_density(theta, amplitude: float, mode: int, phase: float = 0.0):
+def perturbed_uniform_density(theta: ArrayLike, amplitude: float, mode: int, phase: float = 0.0) -> np.ndarray:
     """(1 + a cos(k (t - phase))) / (2 pi), per radian (t and phase in radians)."""
     return (1.0 + amplitude * np.cos(mode * (np.asarray(theta) - phase))) / (2.0 * np.pi)
 
 
-def wrapped_normal_density(theta, means, sigmas, weights, n_wraps: int = 8):
+def wrapped_normal_density(theta: ArrayLike, means: ArrayLike, sigmas: ArrayLike, weights: ArrayLike, n_wraps: int = 8) -> np.ndarray:
     """Density per radian of a mixture of wrapped normals, summed over 2 n_wraps + 1 images."""
     theta = np.asarray(theta, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
@@ -55,7 +58,7 @@ def wrapped_normal_density(theta, means, sigmas, weights, n_wraps: int = 8):
     return out
 
 
-def perturbed_uniform_angles(n: int, amplitude: float, mode: int, phase: float = 0.0, u=None) -> np.ndarray:
+def perturbed_uniform_angles(n: int, amplitude: float, mode: int, phase: float = 0.0, u: ArrayLike | None = None) -> np.ndarray:
     """Angles F^{-1}(u) + phase of the density (1 + a cos(k (t - phase))) / (2 pi), in radians.
 
     u defaults to the n quantile levels (i + 1/2)/n; pass i.i.d. uniform u for a random
@@ -74,7 +77,7 @@ def perturbed_uniform_angles(n: int, amplitude: float, mode: int, phase: float =
     return theta + phase
 
 
-def sample_vmf(n: int, mean, kappa: float, rng: np.random.Generator) -> np.ndarray:
+def sample_vmf(n: int, mean: ArrayLike, kappa: float, rng: np.random.Generator) -> np.ndarray:
     """n samples of the von Mises-Fisher law on S^{d-1}, density ~ exp(kappa <mu, x>).
 
     Wood (1994): draw the component w = <mu, x> by rejection from a Beta proposal, then a
@@ -244,7 +247,7 @@ def _points_to_cells(points, weights, edges) -> np.ndarray:
     return np.bincount(idx, weights=weights, minlength=len(edges) - 1)
 
 
-def initial_cell_masses(options: InitialOptions, edges) -> np.ndarray:
+def initial_cell_masses(options: InitialOptions, edges: ArrayLike | SphereMesh) -> np.ndarray:
     """Masses of the cells of a mesh under rho_0 (sum 1).
 
     ``edges``: the cell edges of the angle on S^1 (below), or a ``SphereMesh`` of S^2
@@ -340,7 +343,7 @@ VMF_RESOLUTION = 0.5
 MAX_SUBDIVISION = 16
 
 
-def vmf_density(X, means, kappas, weights) -> np.ndarray:
+def vmf_density(X: ArrayLike, means: ArrayLike, kappas: ArrayLike, weights: ArrayLike) -> np.ndarray:
     """Density (per steradian) of a von Mises-Fisher mixture on S^2 at the unit rows of X.
 
     Each component is kappa e^{kappa (<mu, x> - 1)} / (2 pi (1 - e^{-2 kappa})) (1 / (4 pi)
@@ -407,7 +410,7 @@ def _fan_quadrature(A, B, C, density, s: int, chunk: int = 1 << 21):
     return out
 
 
-def sphere_cell_masses(options: InitialOptions, mesh) -> np.ndarray:
+def sphere_cell_masses(options: InitialOptions, mesh: SphereMesh) -> np.ndarray:
     """Masses of the cells of a ``SphereMesh`` under rho_0 (sum 1).
 
     ``uniform``: area / (4 pi), exact.  ``vmf_mixture``: each cell is cut into the spherical

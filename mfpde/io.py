@@ -28,13 +28,17 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from ._cf import describe_diagnostic, describe_state
 from ._version import __version__ as _mfpde_version
 from .model import Model
 
 __all__ = ["RunWriter", "Result", "load", "info", "FORMAT", "FORMAT_VERSION", "STATUSES"]
 
+#: The root ``format`` attribute of a run file.
 FORMAT = "mfpde"
+#: The layout version written (and the newest one read).
 FORMAT_VERSION = 1
+#: The values of a run file's ``status`` attribute.
 STATUSES = ("running", "complete", "interrupted")
 
 #: names that cannot be diagnostics (the time coordinate linked into /diagnostics)
@@ -154,6 +158,7 @@ class RunWriter:
             raise ValueError(f"config cannot be stored as JSON: {exc}") from None
         self.path = os.fspath(path)
         self.model = model
+        self._wasserstein = config.get("wasserstein", {}) if isinstance(config, dict) else {}
         self._compression = compression
         self._compression_opts = 4 if compression == "gzip" else None
         self._file = None
@@ -201,6 +206,7 @@ class RunWriter:
                              fillvalue=np.nan)
         t.make_scale("time")
         t.attrs["long_name"] = "time"
+        t.attrs["units"] = "1"
         for name in ("state", "diagnostics"):
             f.create_group(name)["time"] = t  # hard link: each group sees its time coordinate
         f.flush()
@@ -330,6 +336,17 @@ class RunWriter:
             del group[name]
         ds = group.create_dataset(name, data=data)
         _attach(ds, scales)
+        self._describe(ds, group, name)
+
+    def _describe(self, ds, group, name):
+        """CF ``units`` and ``long_name`` attributes (docs/hdf5.md)."""
+        if group.name == "/diagnostics":
+            attrs = describe_diagnostic(name, self._wasserstein)
+        else:
+            attrs = describe_state("limit_weights" if group.name == "/limit" and name == "weights" else name,
+                                   self.model.d)
+        for key, value in attrs.items():
+            ds.attrs[key] = value
 
     # -- snapshots
 
@@ -364,6 +381,7 @@ class RunWriter:
         ds = group.create_dataset(name, shape=(T,) + row_shape, maxshape=(None,) + row_shape,
                                   dtype=np.float64, fillvalue=np.nan, **kwargs)
         _attach(ds, (self.file["time"],) + tuple(scales))
+        self._describe(ds, group, name)
         return ds
 
     def append_snapshot(self, t, *, positions=None, mass=None, diagnostics=None) -> int:
@@ -489,6 +507,85 @@ class Result:
     def complete(self) -> bool:
         return self.status == "complete"
 
+    @property
+    def kind(self) -> str:
+        """``"particles"``, ``"pic"`` or ``"fv"`` (the ``solver.method`` of the run)."""
+        method = (self.config.get("solver") or {}).get("method") if isinstance(self.config, dict) else None
+        if method:
+            return str(method)
+        return "fv" if self.mass is not None else "particles"
+
+    def _summary_lines(self) -> list[str]:
+        beta = "inf" if self.model is not None and self.model.is_zero_temperature else (
+            f"{self.model.beta:g}" if self.model is not None else "?")
+        d = self.model.d if self.model is not None else "?"
+        if self.positions is not None:
+            state = f"{self.positions.shape[1]} particles"
+        elif self.mass is not None:
+            state = f"{self.mass.shape[1]} cells"
+        else:
+            state = "no state"
+        t = f"t = {self.times[0]:g} .. {self.times[-1]:g}" if self.n_snapshots else "no snapshots"
+        return [f"{self.kind} on S^{d - 1 if isinstance(d, int) else d}, beta = {beta}, {state}",
+                f"{self.n_snapshots} snapshots, {t}, status {self.status}",
+                "diagnostics: " + (", ".join(self.diagnostics) or "none")]
+
+    def __repr__(self) -> str:
+        return f"<Result {self.path!r}: " + "; ".join(self._summary_lines()) + ">"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
+        return f"<b>mfpde Result</b> <code>{html.escape(self.path)}</code><ul>{items}</ul>"
+
+    def to_xarray(self) -> "xarray.Dataset":  # noqa: F821
+        """The run as an :class:`xarray.Dataset` (needs ``xarray``).
+
+        Dimensions ``time``, ``particle`` (particle and PIC runs) or ``cell`` (finite
+        volumes), ``component`` (the d Cartesian components) and ``point`` (the atoms of
+        the limit measure).  Variables: ``positions`` (time, particle, component) and
+        ``weights`` (particle), or ``mass`` (time, cell), ``centers`` (cell, component) and
+        ``areas`` (cell); every diagnostic as a series over ``time`` (the total-mass
+        diagnostic is named ``mass_total`` in a finite-volume run, beside the cell
+        masses); ``limit_points`` (point, component) and ``limit_weights`` (point).
+        Every variable has ``units`` and ``long_name`` attributes; the dataset's
+        attributes hold the model parameters, the status and the resolved config (JSON).
+        """
+        import xarray as xr
+
+        d = self.model.d if self.model is not None else None
+        wasserstein = self.config.get("wasserstein", {}) if isinstance(self.config, dict) else {}
+        data, coords = {}, {"time": ("time", np.asarray(self.times), describe_state("time", d))}
+        coords["component"] = ("component", np.arange(d if d is not None else 0))
+        if self.positions is not None:
+            n = self.positions.shape[1]
+            coords["particle"] = ("particle", np.arange(n))
+            data["positions"] = (("time", "particle", "component"), self.positions, describe_state("positions", d))
+            if self.weights is not None:
+                data["weights"] = (("particle",), self.weights, describe_state("weights", d))
+        if self.mass is not None:
+            coords["cell"] = ("cell", np.arange(self.mass.shape[1]))
+            data["mass"] = (("time", "cell"), self.mass, describe_state("mass", d))
+        if self.grid is not None:
+            cell = "cell" if self.mass is not None else "node"
+            coords.setdefault(cell, (cell, np.arange(len(self.grid["areas"]))))
+            data["centers"] = ((cell, "component"), self.grid["centers"], describe_state("centers", d))
+            data["areas"] = ((cell,), self.grid["areas"], describe_state("areas", d))
+        if self.limit is not None:
+            points, weights = self.limit
+            coords["point"] = ("point", np.arange(len(weights)))
+            data["limit_points"] = (("point", "component"), points, describe_state("points", d))
+            data["limit_weights"] = (("point",), weights, describe_state("limit_weights", d))
+        for name, series in self.diagnostics.items():
+            key = "mass_total" if name == "mass" and "mass" in data else name
+            data[key] = (("time",), np.asarray(series), describe_diagnostic(name, wasserstein))
+        attrs = {"path": self.path, "status": self.status, "mfpde_version": self.mfpde_version,
+                 "created": self.created, "config": json.dumps(self.config), "kind": self.kind}
+        if self.model is not None:
+            attrs.update(d=self.model.d, beta=float(self.model.beta), normalization=self.model.normalization)
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
 
 def _has_hdf5_signature(path) -> bool:
     """The HDF5 signature at offset 0, 512, 1024, ... (a user block may precede it)."""
@@ -562,7 +659,7 @@ def _retrying(read):
 
 
 @_retrying
-def load(path) -> Result:
+def load(path: str | os.PathLike) -> Result:
     """Read a run file into a :class:`Result` (only finished snapshots: ``len(/time)``).
 
     A file that a run is writing at the same moment is read as of its last finished
@@ -598,7 +695,7 @@ def load(path) -> Result:
 
 
 @_retrying
-def info(path) -> str:
+def info(path: str | os.PathLike) -> str:
     """A human-readable summary of a run file (``mfpde info``)."""
     with _open_mfpde(path) as f:
         T = _n_finished(f)

@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 import scipy.linalg
 from scipy.integrate import solve_ivp
 from scipy.sparse import coo_matrix
@@ -40,6 +41,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ._masses import check_masses
+from .model import Model
 
 __all__ = [
     "ComplexDominantWarning",
@@ -106,7 +108,7 @@ def _matrix_of(model) -> np.ndarray:
     return A
 
 
-def spectral_split(model, tol: float = DOMINANT_RTOL) -> SpectralSplit:
+def spectral_split(model: Model | ArrayLike, tol: float = DOMINANT_RTOL) -> SpectralSplit:
     """Dominant invariant subspace E of A = V B^T and the spectral projector onto it.
 
     ``model`` is a Model (its ``A``) or a square matrix.  See the module docstring for
@@ -143,13 +145,13 @@ def spectral_split(model, tol: float = DOMINANT_RTOL) -> SpectralSplit:
     return SpectralSplit(np.ascontiguousarray(Z1), dominant_eigs, is_complex, P, Porth)
 
 
-def dominant_subspace(model, tol: float = DOMINANT_RTOL):
+def dominant_subspace(model: Model | ArrayLike, tol: float = DOMINANT_RTOL) -> tuple[np.ndarray, np.ndarray, bool]:
     """(basis (d, k) orthonormal, eigenvalues (k,) complex, is_complex) of A = V B^T."""
     split = spectral_split(model, tol)
     return split.basis, split.eigenvalues, split.is_complex
 
 
-def spectral_projector(model, tol: float = DOMINANT_RTOL) -> np.ndarray:
+def spectral_projector(model: Model | ArrayLike, tol: float = DOMINANT_RTOL) -> np.ndarray:
     """The (d, d) spectral projector P_E onto the dominant subspace along the others."""
     return spectral_split(model, tol).projector
 
@@ -184,7 +186,7 @@ def _project(split: SpectralSplit, X: np.ndarray) -> np.ndarray:
     return Y
 
 
-def limit_map(model, X, *, tol: float = DOMINANT_RTOL) -> np.ndarray:
+def limit_map(model: Model, X: ArrayLike, *, tol: float = DOMINANT_RTOL) -> np.ndarray:
     """Pi(x) = P_E x / |P_E x| row by row, shape (N, d); NaN rows where P_E x ~ 0.
 
     Warns ``ComplexDominantWarning`` when the dominant eigenvalues are complex.
@@ -216,8 +218,8 @@ def _merge_atoms(points: np.ndarray, weights: np.ndarray, merge_tol: float):
     return points[first[order]], merged_w
 
 
-def limit_measure(model, X, weights=None, *, tol: float = DOMINANT_RTOL, merge_tol: float = MERGE_TOL,
-                  return_dropped: bool = False):
+def limit_measure(model: Model, X: ArrayLike, weights: ArrayLike | None = None, *, tol: float = DOMINANT_RTOL, merge_tol: float = MERGE_TOL,
+                  return_dropped: bool = False) -> tuple:
     """The push-forward Pi#(sum_i w_i delta_{x_i}) as (points (L, d), weights (L,)).
 
     weights default to 1/N and are renormalised to sum 1.  Rows where Pi is undefined
@@ -267,7 +269,7 @@ def limit_measure(model, X, weights=None, *, tol: float = DOMINANT_RTOL, merge_t
     return points, weights_out
 
 
-def distance_to_subspace(model, X, *, tol: float = DOMINANT_RTOL) -> np.ndarray:
+def distance_to_subspace(model: Model, X: ArrayLike, *, tol: float = DOMINANT_RTOL) -> np.ndarray:
     """Geodesic distance (radians) from each x to the great subsphere E cap S^{d-1}, shape (N,).
 
     With the *orthogonal* projector P onto E this is arccos(|P x| / |x|), computed as
@@ -280,7 +282,7 @@ def distance_to_subspace(model, X, *, tol: float = DOMINANT_RTOL) -> np.ndarray:
     return np.arctan2(np.linalg.norm(X - PX, axis=1), np.linalg.norm(PX, axis=1))
 
 
-def zero_temperature_flow(model, X0, t, *, rtol: float = 1e-10, atol: float = 1e-12) -> np.ndarray:
+def zero_temperature_flow(model: Model, X0: ArrayLike, t: float | ArrayLike, *, rtol: float = 1e-10, atol: float = 1e-12) -> np.ndarray:
     """The beta = inf continuum trajectory x(t) of THEORY.md section 3 from X0 (N, d).
 
     ``t`` a number gives (N, d); a 1-D array of times gives (T, N, d).

@@ -17,7 +17,9 @@ import numpy as np
 
 __all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS"]
 
+#: The attention normalizations (``Model.normalization``).
 NORMALIZATIONS = ("softmax", "uniform")
+#: The fields at beta = inf (``Model.zero_temperature``).
 ZERO_TEMPERATURE_FIELDS = ("continuum", "hardmax")
 
 
@@ -150,3 +152,15 @@ class Model:
             f"Model(d={self.d}, beta={self.beta!r}, normalization={self.normalization!r}, "
             f"zero_temperature={self.zero_temperature!r})"
         )
+
+    def _repr_html_(self) -> str:
+        """The parameters and the matrices Q, K, V (Jupyter)."""
+        import html
+
+        def matrix(a):
+            rows = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" for v in row) + "</tr>" for row in a[:8, :8])
+            more = "<tr><td>...</td></tr>" if a.shape[0] > 8 else ""
+            return f"<table>{rows}{more}</table>"
+
+        cells = "".join(f"<td>{name}<br>{matrix(np.asarray(getattr(self, name)))}</td>" for name in ("Q", "K", "V"))
+        return f"<b>{html.escape(repr(self))}</b><table><tr>{cells}</tr></table>"

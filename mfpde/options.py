@@ -23,10 +23,14 @@ __all__ = [
     "KERNELS",
 ]
 
+#: The values of ``initial.kind``.
 INITIAL_KINDS = ("uniform", "perturbed_uniform", "vmf_mixture", "wrapped_normal_mixture", "file")
 SAMPLINGS = ("quantile", "random")
+#: The values of ``solver.method``.
 METHODS = ("particles", "fv", "pic")
+#: The values of ``solver.integrator``.
 INTEGRATORS = ("euler", "heun", "rk4", "rk45")
+#: The values of ``solver.kernel``.
 KERNELS = ("exact", "truncated")
 GROUNDS = ("geodesic", "chordal")
 W_METHODS = ("auto", "exact", "circle", "sliced")

@@ -1,36 +1,62 @@
 """matplotlib figures of run and study files (``mfpde plot``).
 
-Kinds: ``density`` (circle: heat map of the density over angle and time; S^2: orthographic
-views of the particles at a few times), ``trajectories`` (circle: angle against time;
-S^2: paths in orthographic view), ``distance`` (a diagnostic against t, log scale; a
-study overlays its runs), ``energy`` (energy against log t), ``rate`` (study: metric_min
-against the fit axis, log-log, with the fitted slope and the sqrt(log beta / beta)
-reference).  Every function returns a ``matplotlib.figure.Figure``; ``save_plot`` writes
-PNG or PDF by the file's suffix.
+Kinds:
+
+``density``
+    circle: heat map of the density over angle and time; S^2: orthographic views of the
+    particles at a few times, or of the finite-volume cells coloured by density (front and
+    back hemispheres).  The atoms of the limit measure :math:`\\Pi_\\#\\rho_0` are marked.
+``trajectories``
+    circle: angle against time; S^2: paths in orthographic view.
+``distance``
+    a diagnostic against t, log scale (default ``w_to_limit``); a study overlays its runs.
+``energy``
+    the interaction energy against log t.
+``diagnostics``
+    every stored series (or those named), one panel each; the Fourier modes share a panel.
+``rate``
+    study: ``metric_min`` against the fit axis, log-log, with the fitted slope and the
+    :math:`\\sqrt{\\log\\beta/\\beta}` reference.
+
+Every function returns a :class:`matplotlib.figure.Figure` made with pyplot, and never
+changes matplotlib's backend (in Jupyter the figures show inline, and so do the user's own);
+:func:`save_plot` writes PNG, PDF or SVG by the file's suffix.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
-__all__ = ["KINDS", "plot_file", "save_plot", "is_study_file"]
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
-KINDS = ("density", "trajectories", "distance", "energy", "rate")
+    from .io import Result
+    from .study import StudyResult
+
+__all__ = ["KINDS", "plot_file", "save_plot", "is_study_file", "plot_density", "plot_trajectories",
+           "plot_distance", "plot_energy", "plot_diagnostics", "plot_rate"]
+
+#: The figure kinds of :func:`plot_file` (``mfpde plot --kind``).
+KINDS = ("density", "trajectories", "distance", "energy", "diagnostics", "rate")
+
+#: A run, or labelled runs (a study's overlay).
+Runs = Union["Result", Sequence[tuple]]
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def is_study_file(path) -> bool:
+def is_study_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a study index file (``mfpde study``) rather than a run file."""
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -39,6 +65,15 @@ def is_study_file(path) -> bool:
 
 def _angles(points):
     return np.mod(np.arctan2(points[..., 1], points[..., 0]), 2 * np.pi)
+
+
+def _time_edges(t):
+    """Cell edges of snapshot times: midpoints between snapshots, clipped to [t_0, t_end]."""
+    t = np.asarray(t, dtype=float)
+    if len(t) == 1:
+        return np.array([t[0], t[0] + 1.0])
+    mid = 0.5 * (t[1:] + t[:-1])
+    return np.concatenate([[t[0]], mid, [t[-1]]])
 
 
 def _circle_density(result, bins=128):
@@ -60,53 +95,146 @@ _SCREEN_X = np.array([1.0, -1.0, 0.0]) / math.sqrt(2.0)
 _SCREEN_Y = np.cross(VIEW, _SCREEN_X)
 
 
-def _orthographic(points):
-    """Screen coordinates of points seen along VIEW, and a mask of the front hemisphere."""
-    return points @ _SCREEN_X, points @ _SCREEN_Y, points @ VIEW >= 0
+def _orthographic(points, side=1):
+    """Screen coordinates of points seen along ``side * VIEW`` (side = -1: from behind, mirrored
+    so that the two views join at the rim), and a mask of the hemisphere facing the viewer."""
+    return side * (points @ _SCREEN_X), points @ _SCREEN_Y, side * (points @ VIEW) >= 0
 
 
 def _frames(n_times, n=4):
     return sorted(set(np.linspace(0, n_times - 1, min(n, n_times)).round().astype(int)))
 
 
-def plot_density(result):
+def _disc(ax):
+    theta = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(theta), np.sin(theta), color="0.6", lw=0.8)
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _limit_points(result):
+    """The atoms of Pi#rho_0 stored in the file that carry mass, or None."""
+    if result.limit is None:
+        return None
+    points, weights = result.limit
+    keep = np.asarray(weights) > 1e-12
+    return np.asarray(points)[keep] if keep.any() else None
+
+
+def _mark_limit_sphere(ax, result, side=1, label=True):
+    pts = _limit_points(result)
+    if pts is None or pts.shape[1] < 3:
+        return
+    x, y, front = _orthographic(pts[:, :3], side)
+    ax.scatter(x[front], y[front], marker="x", s=40, color="red", linewidths=1.5, zorder=4,
+               label=r"atoms of $\Pi_\#\rho_0$" if label else None)
+    ax.scatter(x[~front], y[~front], marker="x", s=25, color="salmon", linewidths=1, zorder=4)
+
+
+def _sphere_cells(centers):
+    """The Voronoi polygon (k, 3) of every cell center on S^2 (scipy's SphericalVoronoi)."""
+    from scipy.spatial import SphericalVoronoi
+
+    sv = SphericalVoronoi(np.asarray(centers, dtype=float), radius=1.0, threshold=1e-6)
+    sv.sort_vertices_of_regions()
+    return [sv.vertices[region] for region in sv.regions]
+
+
+def _sphere_cell_collection(ax, polygons, centers, values, side, norm, cmap="viridis"):
+    """Cells of the hemisphere facing the viewer, coloured by ``values``; returns the collection."""
+    from matplotlib.collections import PolyCollection
+
+    _, _, front = _orthographic(np.asarray(centers), side)
+    verts = []
+    for k in np.flatnonzero(front):
+        poly = polygons[k]
+        verts.append(np.column_stack(_orthographic(poly, side)[:2]))
+    coll = PolyCollection(verts, array=np.asarray(values)[front], cmap=cmap, norm=norm,
+                          edgecolors="face", linewidths=0.2)
+    ax.add_collection(coll)
+    return coll, front
+
+
+def _beta_text(result):
+    model = result.model
+    return r"\infty" if model.is_zero_temperature else f"{model.beta:g}"
+
+
+def plot_density(result: "Result") -> "Figure":
+    """The density: a heat map over angle and time on S^1; orthographic views at four
+    times on S^2 (particles as points, finite-volume cells coloured by density per
+    steradian, front and back hemispheres).  The atoms of the limit measure are marked."""
     plt = _pyplot()
     d = result.model.d
     if d == 2:
         edges, rho = _circle_density(result)
         fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-        t = np.asarray(result.times)
-        t_edges = np.concatenate([t, [t[-1] + (t[-1] - t[-2] if len(t) > 1 else 1.0)]])
-        mesh = ax.pcolormesh(edges, t_edges, rho, shading="flat", cmap="viridis")
+        mesh = ax.pcolormesh(edges, _time_edges(result.times), rho, shading="flat", cmap="viridis")
         fig.colorbar(mesh, ax=ax, label="density (per radian)")
-        ax.set_xlabel("angle θ (rad)")
-        ax.set_ylabel("t (model time)")
-        ax.set_title(f"density on S¹, β = {result.model.beta:g}")
+        pts = _limit_points(result)
+        if pts is not None:
+            for k, a in enumerate(_angles(pts)):
+                ax.axvline(a, color="red", ls="--", lw=1, label=r"atoms of $\Pi_\#\rho_0$" if k == 0 else None)
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_xlim(0, 2 * np.pi)
+        ax.set_xlabel(r"angle $\theta$ (rad)")
+        ax.set_ylabel(r"$t$ (model time)")
+        ax.set_title(rf"density on $S^1$, $\beta = {_beta_text(result)}$")
         return fig
-    if result.positions is None:
-        raise ValueError("density plots on S^2 need particle positions (or a circle run)")
     frames = _frames(len(result.times))
+    if result.positions is None:
+        if d != 3 or result.mass is None or result.grid is None:
+            raise ValueError("density plots on S^{d-1}, d > 3, need particle positions")
+        return _plot_sphere_cells(result, frames)
     fig, axes = plt.subplots(1, len(frames), figsize=(3.2 * len(frames), 3.4), constrained_layout=True)
     axes = np.atleast_1d(axes)
-    theta = np.linspace(0, 2 * np.pi, 200)
     for ax, k in zip(axes, frames):
         x, y, front = _orthographic(result.positions[k][:, :3])
-        ax.plot(np.cos(theta), np.sin(theta), color="0.6", lw=0.8)
+        _disc(ax)
         ax.scatter(x[~front], y[~front], s=2, color="0.75", label="back hemisphere")
         ax.scatter(x[front], y[front], s=2, color="C0", label="front hemisphere")
-        ax.set_aspect("equal")
-        ax.set_xlim(-1.05, 1.05)
-        ax.set_ylim(-1.05, 1.05)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        _mark_limit_sphere(ax, result)
         ax.set_title(f"t = {result.times[k]:.3g}")
-    axes[0].legend(loc="lower left", fontsize=7, markerscale=3)
-    fig.suptitle(f"tokens on S^{d - 1} (first 3 coordinates, orthographic view along (1,1,1)/√3), "
-                 f"β = {result.model.beta:g}")
+    axes[0].legend(loc="lower left", fontsize=7, markerscale=2)
+    fig.suptitle(rf"tokens on $S^{{{d - 1}}}$ (first 3 coordinates, orthographic view along (1,1,1)/$\sqrt{{3}}$), "
+                 rf"$\beta = {_beta_text(result)}$")
     return fig
 
 
-def plot_trajectories(result, n_paths=60):
+def _plot_sphere_cells(result, frames):
+    from matplotlib.colors import Normalize
+
+    plt = _pyplot()
+    centers, areas = result.grid["centers"], np.asarray(result.grid["areas"])
+    polygons = _sphere_cells(centers)
+    density = result.mass / areas
+    norm = Normalize(vmin=0.0, vmax=float(np.max(density[frames])))
+    fig, axes = plt.subplots(2, len(frames), figsize=(3.0 * len(frames), 6.0), constrained_layout=True,
+                             squeeze=False)
+    coll = None
+    for j, k in enumerate(frames):
+        for i, side in enumerate((1, -1)):
+            ax = axes[i, j]
+            _disc(ax)
+            coll, _ = _sphere_cell_collection(ax, polygons, centers, density[k], side, norm)
+            _mark_limit_sphere(ax, result, side, label=(i == 0 and j == 0))
+            if i == 0:
+                ax.set_title(f"t = {result.times[k]:.3g}")
+        axes[1, j].set_xlabel("back hemisphere (mirrored)")
+    axes[0, 0].set_ylabel("front (along (1,1,1))")
+    axes[1, 0].set_ylabel("back (along -(1,1,1))")
+    fig.colorbar(coll, ax=axes, label="density (per sr)", shrink=0.8)
+    if _limit_points(result) is not None:
+        axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.suptitle(rf"finite-volume density on $S^2$ ({len(areas)} cells), $\beta = {_beta_text(result)}$")
+    return fig
+
+
+def plot_trajectories(result: "Result", n_paths: int = 60) -> "Figure":
+    """Paths of up to ``n_paths`` tokens: angle against t on S^1, orthographic view on S^2."""
     plt = _pyplot()
     if result.positions is None:
         raise ValueError("trajectories need particle positions (a particle or PIC run)")
@@ -116,36 +244,58 @@ def plot_trajectories(result, n_paths=60):
     if result.model.d == 2:
         angles = np.unwrap(np.arctan2(pos[:, pick, 1], pos[:, pick, 0]), axis=0)
         ax.plot(result.times, angles, lw=0.8)
-        ax.set_xlabel("t (model time)")
-        ax.set_ylabel("angle θ (rad, unwrapped)")
+        ax.set_xlabel(r"$t$ (model time)")
+        ax.set_ylabel(r"angle $\theta$ (rad, unwrapped)")
     else:
-        theta = np.linspace(0, 2 * np.pi, 200)
-        ax.plot(np.cos(theta), np.sin(theta), color="0.6", lw=0.8)
+        _disc(ax)
         for j in pick:
             x, y, _ = _orthographic(pos[:, j, :3])
             ax.plot(x, y, lw=0.7)
         x, y, _ = _orthographic(pos[-1, pick, :3])
         ax.scatter(x, y, s=8, color="k", zorder=3, label="final positions")
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel("orthographic view along (1,1,1)/√3")
+        _mark_limit_sphere(ax, result)
+        ax.set_xlabel(r"orthographic view along (1,1,1)/$\sqrt{3}$")
         ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(f"{len(pick)} token trajectories, β = {result.model.beta:g}")
+    ax.set_title(rf"{len(pick)} token trajectories, $\beta = {_beta_text(result)}$")
     return fig
 
 
-def _diagnostic_axes(ax, name):
-    unit = " (rad)" if name in ("w_to_limit", "dist_to_subspace") else ""
-    label = {"w_to_limit": "W to Π#ρ₀", "dist_to_subspace": "distance to E ∩ S"}.get(name, name)
-    ax.set_ylabel(label + unit)
-    ax.set_xlabel("t (model time)")
+def _wasserstein_options(result):
+    config = result.config if isinstance(result.config, dict) else {}
+    w = config.get("wasserstein") or {}
+    return float(w.get("p", 2)), str(w.get("ground", "geodesic"))
 
 
-def plot_distance(source, metric="w_to_limit"):
+def _series_label(name: str, result: "Result | None" = None) -> str:
+    """The axis label (mathtext) of a stored diagnostic series; W names p and the ground cost."""
+    if name == "w_to_limit":
+        p, ground = _wasserstein_options(result) if result is not None else (2.0, "geodesic")
+        unit = " (rad)" if ground == "geodesic" else ""
+        return rf"$W_{{{p:g}}}(\rho_t, \Pi_\#\rho_0)${unit}, {ground} cost"
+    if name == "dist_to_subspace":
+        return r"$\int \mathrm{dist}(x, E \cap S^{d-1})\, d\rho_t$ (rad)"
+    if name == "energy":
+        return r"$E = \frac{1}{\beta} \log \int\!\!\int e^{\beta \langle Qx, Ky \rangle} d\rho_t d\rho_t$"
+    if name == "mass":
+        return r"total mass $\int d\rho_t$"
+    if name == "min_mass":
+        return "smallest atom / cell mass"
+    if name == "n_clusters":
+        return "number of clusters"
+    m = re.fullmatch(r"fourier_mode_(\d+)", name)
+    if m:
+        return rf"$|\hat\mu_{{{m.group(1)}}}|$"
+    return name
+
+
+def _runs(source):
+    return list(source) if isinstance(source, (list, tuple)) else [(None, source)]
+
+
+def plot_distance(source: Runs, metric: str = "w_to_limit") -> "Figure":
     """A diagnostic against t, log scale; ``source`` is a Result or a list of (label, Result)."""
     plt = _pyplot()
-    runs = source if isinstance(source, list) else [(None, source)]
+    runs = _runs(source)
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for label, res in runs:
         if metric not in res.diagnostics:
@@ -153,7 +303,8 @@ def plot_distance(source, metric="w_to_limit"):
         series = np.asarray(res.diagnostics[metric])
         keep = series > 0
         ax.semilogy(res.times[keep], series[keep], label=label)
-    _diagnostic_axes(ax, metric)
+    ax.set_ylabel(_series_label(metric, runs[0][1]))
+    ax.set_xlabel(r"$t$ (model time)")
     if len(runs) > 1:
         ax.legend(fontsize=8)
     ax.set_title(f"{metric} against time")
@@ -161,9 +312,10 @@ def plot_distance(source, metric="w_to_limit"):
     return fig
 
 
-def plot_energy(source):
+def plot_energy(source: Runs) -> "Figure":
+    """The interaction energy against log t; ``source`` is a Result or (label, Result) pairs."""
     plt = _pyplot()
-    runs = source if isinstance(source, list) else [(None, source)]
+    runs = _runs(source)
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for label, res in runs:
         if "energy" not in res.diagnostics:
@@ -171,8 +323,8 @@ def plot_energy(source):
         keep = res.times > 0
         ax.plot(res.times[keep], res.diagnostics["energy"][keep], label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("t (model time, log scale)")
-    ax.set_ylabel("interaction energy (1/β) log ∫∫ e^{β⟨Qx,Ky⟩}")
+    ax.set_xlabel(r"$t$ (model time, log scale)")
+    ax.set_ylabel(_series_label("energy"))
     if len(runs) > 1:
         ax.legend(fontsize=8)
     ax.set_title("energy against log t")
@@ -180,7 +332,64 @@ def plot_energy(source):
     return fig
 
 
-def plot_rate(study):
+def _panels(names):
+    """Series names grouped into panels: every fourier_mode_k together, the others alone."""
+    panels, fourier = [], []
+    for name in names:
+        if re.fullmatch(r"fourier_mode_\d+", name):
+            if not fourier:
+                panels.append(fourier)
+            fourier.append(name)
+        else:
+            panels.append([name])
+    return panels
+
+
+def plot_diagnostics(source: Runs, names: Sequence[str] | None = None) -> "Figure":
+    """Stored diagnostic series against t, one panel per series (all of them by default;
+    the Fourier modes share one panel); a log y axis where a positive series spans more
+    than two decades.  ``source`` is a Result or a list of (label, Result)."""
+    plt = _pyplot()
+    runs = _runs(source)
+    have = list(runs[0][1].diagnostics)
+    names = list(names) if names else have
+    if not names:
+        raise ValueError("the file has no diagnostics to plot")
+    for label, res in runs:
+        missing = [n for n in names if n not in res.diagnostics]
+        if missing:
+            raise ValueError(f"the file has no diagnostic {missing[0]!r} (it has {sorted(res.diagnostics)})")
+    panels = _panels(names)
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), constrained_layout=True, squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        positive = True
+        values = []
+        for label, res in runs:
+            for name in panel:
+                y = np.asarray(res.diagnostics[name], dtype=float)
+                values.append(y)
+                tag = name.replace("fourier_mode_", "k = ") if len(panel) > 1 else None
+                text = ", ".join(t for t in (label, tag) if t) or None
+                ax.plot(res.times, y, lw=1.2, label=text)
+                positive &= bool(np.all(y[np.isfinite(y)] > 0))
+        allv = np.concatenate(values)
+        allv = allv[np.isfinite(allv)]
+        if positive and allv.size and allv.max() / allv.min() > 100:
+            ax.set_yscale("log")
+        ax.set_ylabel(_series_label(panel[0], runs[0][1]) if len(panel) == 1 else r"$|\hat\mu_k|$")
+        ax.set_xlabel(r"$t$ (model time)")
+        ax.set_title(panel[0] if len(panel) == 1 else "Fourier modes", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        if len(panel) > 1 or len(runs) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+def plot_rate(study: "StudyResult") -> "Figure":
     """metric_min against the fit axis, log-log, the fitted slope and the reference."""
     plt = _pyplot()
     if not study.fit:
@@ -191,7 +400,7 @@ def plot_rate(study):
     if not ok.any():
         raise ValueError("the study has no finished runs to plot")
     fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
-    ax.loglog(x[ok], y[ok], "o", label=f"min_t {study.metric} per run")
+    ax.loglog(x[ok], y[ok], "o", label=rf"$\min_t$ {study.metric} per run")
     xs = np.geomspace(x[ok].min(), x[ok].max(), 100)
     slope = study.rates.get("slope", math.nan)
     if math.isfinite(slope):
@@ -203,7 +412,7 @@ def plot_rate(study):
         ref = np.sqrt(np.log(xs) / xs)
         scale = np.exp(np.mean(np.log(y[ok])) - np.mean(np.log(np.sqrt(np.log(x[ok]) / x[ok]))))
         ax.loglog(xs, scale * ref, "--", color="0.4", label="√(log β / β) (reference)")
-    ax.set_xlabel(study.fit + (" (β)" if study.fit == "model.beta" else ""))
+    ax.set_xlabel(study.fit + (r" ($\beta$)" if study.fit == "model.beta" else ""))
     ax.set_ylabel(f"min over t of {study.metric}" + (" (rad)" if study.metric == "w_to_limit" else ""))
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
@@ -211,9 +420,25 @@ def plot_rate(study):
     return fig
 
 
-def plot_file(path, kind: str | None = None):
+_SHORT_KEYS = {"model.beta": "β", "initial.seed": "seed", "initial.n": "n", "solver.cells": "cells",
+               "solver.dt": "dt"}
+
+
+def _swept_label(values: dict) -> str:
+    """``β = 3, seed = 0``: the swept values as written in the config's sweep."""
+    parts = []
+    for key, value in values.items():
+        name = _SHORT_KEYS.get(key, key.split(".")[-1])
+        text = json.dumps(value) if not isinstance(value, float) else f"{value:g}"
+        parts.append(f"{name} = {text}")
+    return ", ".join(parts)
+
+
+def plot_file(path: str | os.PathLike, kind: str | None = None,
+              series: Sequence[str] | None = None) -> "Figure":
     """The figure of ``kind`` for a run or study file (default: rate for a study, distance
-    for a run with w_to_limit, otherwise density)."""
+    for a run with w_to_limit, otherwise density).  ``series`` names the diagnostics of the
+    ``diagnostics`` kind (default: all)."""
     from .io import load
     from .study import load_study
 
@@ -224,24 +449,30 @@ def plot_file(path, kind: str | None = None):
         kind = kind or "rate"
         if kind == "rate":
             return plot_rate(study)
-        runs = [(", ".join(f"{a}={study.summary[a][i]}" for a in study.axes), load(p))
-                for i, p in enumerate(study.run_paths) if os.path.exists(p)]
+        runs = [(_swept_label(values), load(p))
+                for values, p in zip(study.swept_values(), study.run_paths) if os.path.exists(p)]
+        if not runs:
+            raise ValueError(f"{os.fspath(path)}: none of the study's run files exist")
         if kind == "distance":
             return plot_distance(runs, study.metric)
         if kind == "energy":
             return plot_energy(runs)
-        raise ValueError(f"a study file plots rate, distance or energy, not {kind!r}")
+        if kind == "diagnostics":
+            return plot_diagnostics(runs, series)
+        raise ValueError(f"a study file plots rate, distance, energy or diagnostics, not {kind!r}")
     result = load(path)
     if kind is None:
         kind = "distance" if "w_to_limit" in result.diagnostics else "density"
     if kind == "rate":
         raise ValueError("the rate plot needs a study file (mfpde study)")
+    if kind == "diagnostics":
+        return plot_diagnostics(result, series)
     return {"density": plot_density, "trajectories": plot_trajectories,
             "distance": plot_distance, "energy": plot_energy}[kind](result)
 
 
-def save_plot(fig, out) -> str:
-    """Write PNG or PDF (by suffix) and close the figure."""
+def save_plot(fig: "Figure", out: str | os.PathLike) -> str:
+    """Write PNG, PDF or SVG (by suffix) and close the figure; returns the path."""
     suffix = os.path.splitext(os.fspath(out))[1].lower()
     if suffix not in (".png", ".pdf", ".svg"):
         raise ValueError(f"-o must end in .png, .pdf or .svg, got {os.fspath(out)!r}")

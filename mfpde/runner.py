@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .solvers.pic import MIN_CELLS as PIC_MIN_CELLS
 
 __all__ = ["run", "snapshot_times", "IMPLEMENTED_METHODS"]
 
+#: The solver methods this version runs.
 IMPLEMENTED_METHODS = ("particles", "fv", "pic")
 
 #: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, sliced distances.
@@ -114,19 +115,20 @@ def _check_pic(config: Config) -> None:
 
 
 def run(
-    config,
+    config: str | os.PathLike | dict | Config,
     *,
     output: str | os.PathLike | None = None,
-    overrides=(),
+    overrides: Sequence[str] = (),
     resume: bool = False,
     force: bool = False,
     on_step: Callable[[float], None] | None = None,
+    progress: bool = False,
 ) -> Result:
     """Run the config (a file path, a dict or a :class:`~mfpde.config.Config`).
 
     Parameters
     ----------
-    output : path, optional
+    output : str or os.PathLike, optional
         Overrides ``output.path``.
     overrides : list of "section.key=value"
         Applied as the CLI's ``--set``.
@@ -136,8 +138,14 @@ def run(
         Overwrite an existing file.
     on_step : callable(t), optional
         Called after every solver step (progress bars).
+    progress : bool
+        Show a progress bar over model time (``tqdm.auto``: a widget in Jupyter, text in a
+        terminal).
 
-    Returns the :class:`~mfpde.io.Result` of the written file.
+    Returns
+    -------
+    Result
+        The :class:`~mfpde.io.Result` of the written file, read back.
     """
     if not isinstance(config, Config) or overrides:
         config = load_config(config, overrides)
@@ -149,6 +157,8 @@ def run(
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
+    if progress:
+        return _with_progress_bar(config, path, resume, force, on_step)
     method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
     names = config.output.diagnostics
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
@@ -170,6 +180,27 @@ def run(
             writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
         writer.set_status("complete")
     return load(path)
+
+
+def _with_progress_bar(config: Config, path, resume: bool, force: bool, on_step) -> Result:
+    """``run`` with a tqdm.auto bar over model time wrapped around ``on_step``."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.solver.t_end, unit="t", desc=os.path.basename(path),
+               bar_format="{l_bar}{bar}| t = {n:.3g}/{total:.3g} [{elapsed}<{remaining}]")
+    last = [0.0]
+
+    def step(t):
+        if t > last[0]:
+            bar.update(t - last[0])
+            last[0] = t
+        if on_step is not None:
+            on_step(t)
+
+    try:
+        return run(config, resume=resume, force=force, on_step=step)
+    finally:
+        bar.close()
 
 
 class _Particles:

@@ -6,6 +6,7 @@ All angles are in radians.  Points are rows of an (N, d) float64 array.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "tangent_projection",
@@ -48,7 +49,7 @@ def sample_uniform(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return retract(rng.standard_normal((n, d)))
 
 
-def angle_to_point(theta) -> np.ndarray:
+def angle_to_point(theta: ArrayLike) -> np.ndarray:
     """Angle(s) t in radians -> points (cos t, sin t) on S^1, shape (..., 2)."""
     theta = np.asarray(theta, dtype=np.float64)
     return np.stack([np.cos(theta), np.sin(theta)], axis=-1)

@@ -75,6 +75,66 @@ class StudyResult:
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
         return "\n".join(lines)
 
+    def swept_values(self) -> list[dict]:
+        """Per run, the swept values as written in the config's ``[study] sweep`` (``3``, not
+        ``3.0``); read from the index file's stored config, else from the summary columns."""
+        return _swept_values(self)
+
+    def to_dataframe(self) -> "pandas.DataFrame":  # noqa: F821
+        """The summary as a :class:`pandas.DataFrame` (needs ``pandas``), one row per run.
+
+        Columns: ``run_id``, one column per swept key (``model.beta``, ... with the values
+        as written in the sweep), ``metric_min``, ``t_min``, ``metric_final``,
+        ``decay_rate``, ``wall_time``, ``status``, ``error`` and ``path`` (the run's file).
+        The fitted rates are in ``df.attrs``.
+        """
+        import pandas as pd
+
+        n = len(self.summary.get("status", ()))
+        values = _swept_values(self)
+        columns = {"run_id": list(self.summary.get("run_id", [f"run_{i:04d}" for i in range(n)]))}
+        for axis in self.axes:
+            columns[axis] = [v[axis] for v in values]
+        for name in ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time"):
+            if name in self.summary:
+                columns[name] = np.asarray(self.summary[name], dtype=float)
+        for name in ("status", "error"):
+            if name in self.summary:
+                columns[name] = [str(v) for v in self.summary[name]]
+        columns["path"] = list(self.run_paths) if len(self.run_paths) == n else [""] * n
+        df = pd.DataFrame(columns)
+        df.index.name = "run"
+        df.attrs = {"metric": self.metric, "fit": self.fit, **{k: v for k, v in self.rates.items()}}
+        return df
+
+
+def _swept_values(study) -> list[dict]:
+    n = len(study.summary.get("status", ()))
+    sweep = None
+    try:
+        import h5py
+
+        with h5py.File(study.path, "r") as f:
+            sweep = json.loads(f.attrs["config"]).get("study", {}).get("sweep")
+    except (OSError, KeyError, ValueError, TypeError):
+        sweep = None
+    if isinstance(sweep, dict) and list(sweep) == list(study.axes):
+        combos = list(itertools.product(*(sweep[a] for a in study.axes)))
+        if len(combos) == n:
+            return [dict(zip(study.axes, c)) for c in combos]
+    out = []
+    for i in range(n):
+        row = {}
+        for a in study.axes:
+            v = study.summary[a][i]
+            if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                v = int(v)
+            elif isinstance(v, np.generic):
+                v = v.item()
+            row[a] = v
+        out.append(row)
+    return out
+
 
 def _fmt(v) -> str:
     if isinstance(v, (bytes, np.bytes_)):

@@ -12,10 +12,14 @@ The numba kernels live in ``attention`` (exact), ``truncated`` (large beta) and
 they are tested against.
 """
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from ..model import Model
 from .attention import LOG2E, PRECISIONS, hardmax_sums, make_shifted_sums, make_softmax_sums, pack_sources
 
 __all__ = ["attention_average", "exact_sums", "log_partition", "LOG_FLOAT_MAX", "KERNELS", "PRECISIONS"]
@@ -49,7 +53,7 @@ def _log2_masses(weights):
         return np.log2(weights)
 
 
-def exact_sums(model, X, Y, weights, precision="float64", values=True):
+def exact_sums(model: Model, X: ArrayLike, Y: ArrayLike | None, weights: ArrayLike, precision: str = "float64", values: bool = True) -> tuple:
     """(N_i, S_i, M_i) of the exact kernel (``attention`` module docstring), M_i in log2 units.
 
     For d <= 3 the shift M_i is the Cauchy-Schwarz bound |q_i| max|y_j| + max log2 m_j
@@ -108,7 +112,7 @@ def finish(model, num, den, smax2):
     return num * np.exp2(smax2)[:, None]
 
 
-def attention_average(model, X, Y, weights, kernel="exact", tolerance=1e-12, precision="float64"):
+def attention_average(model: Model, X: ArrayLike, Y: ArrayLike | None, weights: ArrayLike, kernel: str = "exact", tolerance: float = 1e-12, precision: str = "float64") -> np.ndarray:
     """The attention-weighted average of V y_j at each target, shape (N, d).
 
     X: (N, d) targets; Y: (M, d) sources; weights: (M,) masses m_j >= 0 with positive sum
@@ -137,7 +141,7 @@ def attention_average(model, X, Y, weights, kernel="exact", tolerance=1e-12, pre
     return finish(model, num, den, smax2)
 
 
-def log_partition(model, X, Y=None, weights=None):
+def log_partition(model: Model, X: ArrayLike, Y: ArrayLike | None = None, weights: ArrayLike | None = None) -> np.ndarray:
     """log Z_i = log sum_j m_j exp(beta <Q x_i, K y_j>) at each target, shape (N,).
 
     Exact for any finite beta (online log-sum-exp, O(N) memory).  Y defaults to X and

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..sphere import angle_to_point
 
@@ -81,11 +82,11 @@ class CircleMesh:
         set_(self, "face_normals", _frozen(np.stack([-np.sin(faces), np.cos(faces)], axis=1)))
         set_(self, "areas", _frozen(np.full(M, dx)))
 
-    def density(self, masses) -> np.ndarray:
+    def density(self, masses: ArrayLike) -> np.ndarray:
         """Cell averages of the density (per radian): mass / dx."""
         return np.asarray(masses, dtype=np.float64) / self.dx
 
-    def restrict(self, masses, factor: int) -> np.ndarray:
+    def restrict(self, masses: ArrayLike, factor: int) -> np.ndarray:
         """Masses of the coarse mesh with M / factor cells (sums of ``factor`` fine cells)."""
         masses = np.asarray(masses, dtype=np.float64)
         if self.M % factor:

@@ -39,6 +39,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 from numba import prange
 
 from ..kernels._jit import jit, jit_parallel
@@ -205,11 +206,11 @@ class SphereMesh:
     def n_faces(self) -> int:
         return len(self.face_cells)
 
-    def density(self, masses) -> np.ndarray:
+    def density(self, masses: ArrayLike) -> np.ndarray:
         """Cell averages of the density (per steradian): mass / area."""
         return np.asarray(masses, dtype=np.float64) / self.areas
 
-    def locate(self, points, guess=None) -> np.ndarray:
+    def locate(self, points: ArrayLike, guess: ArrayLike | None = None) -> np.ndarray:
         """The cell of each point: the index of its nearest center (its Voronoi cell).
 
         Parameters

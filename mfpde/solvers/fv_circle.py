@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..field import continuum_field, velocity
 from ..kernels.fft_circle import (
@@ -128,7 +129,7 @@ class FVCircleSolver(FVStepping):
         v = velocity(self.model, X, mesh.center_points, weights=masses)
         return np.sum(v * normals, axis=1)
 
-    def face_speed(self, masses) -> np.ndarray:
+    def face_speed(self, masses: ArrayLike) -> np.ndarray:
         """The tangent speed u_i = <X_beta[rho](x_i), x_i^perp> at the M faces."""
         masses = np.asarray(masses, dtype=np.float64)
         self.n_field_evaluations += 1

@@ -26,6 +26,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from ..field import continuum_field, velocity
 from ..kernels._jit import jit
 from ..mesh import SphereMesh
@@ -282,7 +283,7 @@ class FVSphereSolver(FVStepping):
     def _normal_speed(self, v: np.ndarray) -> np.ndarray:
         return np.sum(v * self.mesh.face_normals, axis=1)
 
-    def face_speed(self, masses) -> np.ndarray:
+    def face_speed(self, masses: ArrayLike) -> np.ndarray:
         """The normal speed u_f = <X_beta[rho](m_f), n_f> at the F face midpoints."""
         self.n_field_evaluations += 1
         if self._fixed_speed is not None:
@@ -292,7 +293,7 @@ class FVSphereSolver(FVStepping):
                      kernel=self.options.kernel, tolerance=self.options.tolerance)
         return self._normal_speed(v)
 
-    def rhs(self, masses, u: np.ndarray | None = None) -> np.ndarray:
+    def rhs(self, masses: ArrayLike, u: np.ndarray | None = None) -> np.ndarray:
         """dm/dt of the semi-discrete scheme (normal speeds computed from ``masses`` if not given)."""
         if u is None:
             u = self.face_speed(masses)

@@ -41,8 +41,11 @@ import functools
 import math
 from dataclasses import dataclass
 
+from typing import Callable
+
 import numpy as np
 from numba import prange
+from numpy.typing import ArrayLike
 
 from ..field import continuum_field, velocity
 from ..kernels._jit import jit, jit_parallel
@@ -627,19 +630,19 @@ class PICSolver(ParticleSolver):
         """False at beta = inf (continuum field at the particles, no deposition)."""
         return not self.model.is_zero_temperature
 
-    def stencil(self, X, guess=None):
+    def stencil(self, X: ArrayLike, guess: ArrayLike | None = None) -> tuple:
         """(triangles or None, idx, lam) of points X on ``self.mesh``: :func:`sphere_stencil`
         (d = 3) or :func:`circle_stencil` (d = 2, no triangles)."""
         if self.model.d == 2:
             return (None, *circle_stencil(self.mesh, X))
         return sphere_stencil(self.mesh, X, guess)
 
-    def deposit(self, positions, weights) -> np.ndarray:
+    def deposit(self, positions: ArrayLike, weights: ArrayLike) -> np.ndarray:
         """Cell masses (M,) of the particles: the transpose of the linear interpolation."""
         _, idx, lam = self.stencil(positions)
         return deposit(idx, lam, weights, self.mesh.M)
 
-    def field(self, weights):
+    def field(self, weights: ArrayLike) -> Callable[[np.ndarray], np.ndarray]:
         """The PIC velocity x -> P_x I[F](x) with F the mesh field of the deposited ``weights``."""
         model, opts = self.model, self.options
         if not self.uses_mesh:
