@@ -528,6 +528,34 @@ def _connect(address: str):
             lg.setLevel(level)
 
 
+def study_info(path) -> str:
+    """A human-readable summary of a study index (``mfpde info study.h5``): the sweep, the
+    state of each run, the fitted rates and the summary table."""
+    import h5py
+
+    study = load_study(path)
+    with h5py.File(path, "r", locking=False) as f:
+        version = _fmt(f.attrs.get("mfpde_version", "?"))
+        runs = _fmt(f.attrs.get("runs_dir", "?"))
+        try:
+            sweep = json.loads(_fmt(f.attrs.get("config", "{}"))).get("study", {}).get("sweep", {})
+        except (TypeError, ValueError, AttributeError):
+            sweep = {}
+    status = [str(v) for v in study.summary["status"]]
+    counts = ", ".join(f"{status.count(s)} {s}" for s in ("complete", "skipped", "failed", "pending")
+                       if status.count(s))
+    lines = [f"{study.path}: mfpde study index, written by mfpde {version}; run files in {runs}/",
+             f"status: {study.status}; {len(status)} runs ({counts or 'none'})",
+             "sweep: " + "; ".join(f"{k} = {v}" for k, v in sweep.items()),
+             f"metric: min over t of {study.metric}"]
+    r = study.rates
+    if r.get("fit"):
+        lines.append(f"fit against log {r['fit']}: slope = {_fmt(r.get('slope'))} "
+                     f"+- {_fmt(r.get('slope_stderr'))} (stderr)")
+    lines.append(study.table())
+    return "\n".join(lines)
+
+
 def load_study(path) -> StudyResult:
     """Read a study index file: the summary columns and the fitted rates."""
     import h5py

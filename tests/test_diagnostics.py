@@ -106,7 +106,7 @@ def test_n_clusters_ignores_low_density_cells_of_a_mesh():
     w = dens / dens.sum()
     ctx = _context(Model(d=2), X, w)
     assert D.n_clusters(X, w, ctx) == 2
-    ctx_nofloor = _context(Model(d=2), X, w, cluster_density_floor=0.0)
+    ctx_nofloor = _context(Model(d=2), X, w, cluster_threshold=0.0)
     assert D.n_clusters(X, w, ctx_nofloor) == 1
 
 
