@@ -213,8 +213,8 @@ def main(argv=None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
     Called with an explicit ``argv`` (from Python) it restores the previous signal handlers
-    on return; as the program (``argv=None``) it keeps its own until the interpreter exits,
-    so that a late signal cannot kill it with a traceback or -15.
+    on return; as the program (``argv=None``) it ignores SIGINT and SIGTERM once its work
+    is done, so that a late signal cannot kill it with a traceback or -15 while it exits.
     """
     stop = _StopRequests()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -237,6 +237,10 @@ def main(argv=None) -> int:
         if argv is not None:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        else:  # the program exits now: a late signal must not kill it (the interpreter's
+            # finalization resets Python handlers to the default, not an ignored signal)
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover

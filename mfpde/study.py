@@ -314,7 +314,7 @@ def _write_index(path, config: Config, specs, rows, rates, status):
 
 
 #: Seconds to wait for an existing Dask scheduler to answer before giving up with one line.
-SCHEDULER_TIMEOUT = 10.0
+SCHEDULER_TIMEOUT = 8.0
 
 
 class StudyLocked(ValueError):
@@ -507,6 +507,39 @@ def _worker_init():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: Address schemes a scheduler in another process can be reached by (``inproc://`` cannot).
+_SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def _check_address(address: str):
+    """``(scheme, host, port)`` of ``[scheme://]host:port``, checked before Dask sees it (a
+    malformed address leaves Dask's half-built client hanging for 16 s at exit)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else "tcp://" + address)
+    if parts.scheme not in _SCHEDULER_SCHEMES:
+        raise ValueError(f"the scheme must be one of {', '.join(s + '://' for s in _SCHEDULER_SCHEMES)}, "
+                         f"got {parts.scheme + '://'!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:  # out of range, not a number
+        raise ValueError(f"bad port ({exc})") from None
+    if not parts.hostname or port is None:
+        raise ValueError("expected [scheme://]host:port, e.g. tcp://127.0.0.1:8786")
+    return parts.scheme, parts.hostname, port
+
+
+def _probe(address: str) -> None:
+    """One TCP connection attempt to a ``tcp://`` or ``tls://`` address: a refused port fails
+    at once (Dask's client would retry it until its timeout)."""
+    import socket
+
+    scheme, host, port = _check_address(address)
+    if scheme in ("tcp", "tls"):
+        with socket.create_connection((host, port), timeout=SCHEDULER_TIMEOUT):
+            pass
+
+
 def _connect(address: str):
     """A Dask client on ``address``, or one ``ValueError`` line within SCHEDULER_TIMEOUT seconds."""
     import logging
@@ -518,6 +551,11 @@ def _connect(address: str):
     for lg in quiet:
         lg.setLevel(logging.CRITICAL)
     try:
+        _check_address(address)
+    except ValueError as exc:
+        raise ValueError(f"--scheduler {address}: not a Dask scheduler address: {exc}") from None
+    try:
+        _probe(address)
         return Client(address, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
     except Exception as exc:  # OSError, TimeoutError, ValueError ("not enough values to unpack"), ...
         text = " ".join(str(exc).split()) or type(exc).__name__
