@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     where = study.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="N > 1: run on an embedded Dask LocalCluster with N worker processes")
+                       help="N > 1: run in a private pool of N worker processes on this machine")
     where.add_argument("--scheduler", metavar="ADDRESS", help="submit the runs to an existing Dask scheduler")
     study.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
