@@ -556,7 +556,7 @@ def _connect(address: str):
         raise ValueError(f"--scheduler {address}: not a Dask scheduler address: {exc}") from None
     try:
         _probe(address)
-        return Client(address, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
+        return Client(address, timeout=SCHEDULER_TIMEOUT)
     except Exception as exc:  # OSError, TimeoutError, ValueError ("not enough values to unpack"), ...
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise ValueError(f"--scheduler {address}: cannot reach a Dask scheduler there "
