@@ -389,8 +389,9 @@ def run_study(
     unreachable one raises ``ValueError`` within ``SCHEDULER_TIMEOUT`` seconds, before
     any file is written).  The index is locked for the study's life (``<index>.lock``);
     a second study into the same index raises :class:`StudyLocked`.  ``on_step(t)`` is
-    called at every solver step of runs executed in this process.  Returns the
-    :class:`StudyResult` read back.
+    called at every solver step of runs executed in this process, and with t = NaN about
+    every 0.25 s while pool workers run (an exception it raises stops the study).  Returns
+    the :class:`StudyResult` read back.
     """
     if not isinstance(config, Config) or overrides:
         config = load_config(config, overrides)
@@ -418,7 +419,7 @@ def run_study(
                 for spec in specs:
                     record(execute_run(spec, metric, t_min_rtol=t_min_rtol, on_step=on_step))
             else:
-                for row in submit(specs, metric, t_min_rtol):
+                for row in submit(specs, metric, t_min_rtol, on_step):
                     record(row)
             status = "complete"
         finally:
@@ -444,7 +445,7 @@ class _executor:
             self.client = _connect(self.scheduler)
             n_workers = max(1, len(self.client.scheduler_info().get("workers", {})))
             threads = max(1, cores // n_workers)
-            return lambda specs, metric, rtol: self._dask(specs, metric, rtol, threads)
+            return lambda specs, metric, rtol, poll: self._dask(specs, metric, rtol, threads)
         if self.workers == 1:
             return None
         import multiprocessing
@@ -455,14 +456,19 @@ class _executor:
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_worker_init)
         threads = max(1, cores // self.workers)
-        return lambda specs, metric, rtol: self._pool(specs, metric, rtol, threads)
+        return lambda specs, metric, rtol, poll: self._pool(specs, metric, rtol, threads, poll)
 
-    def _pool(self, specs, metric, rtol, threads):
-        from concurrent.futures import as_completed
+    def _pool(self, specs, metric, rtol, threads, poll):
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         futures = {self.pool.submit(execute_run, spec, metric, threads, rtol): spec for spec in specs}
-        for future in as_completed(futures):
-            yield _row_of(future, futures[future])
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: futures[f].run_id):
+                yield _row_of(future, futures[future])
+            if poll is not None and pending:
+                poll(math.nan)  # a stop request is honoured while the workers run
 
     def _dask(self, specs, metric, rtol, threads):
         from distributed import as_completed

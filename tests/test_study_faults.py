@@ -177,6 +177,18 @@ def test_signals_end_a_study_or_a_run_with_one_line(tmp_path, command, delay, si
     assert err.startswith("mfpde: ")
 
 
+def test_one_signal_stops_a_study_with_workers_promptly(tmp_path):
+    # the runs take about a minute each; one SIGTERM ends the study within seconds, its
+    # workers stopped, its index saying "interrupted"
+    cfg = write(tmp_path, n=800, t_end=60.0, betas="[2, 3]")
+    start = time.monotonic()
+    code, err = stop_after(mfpde_cmd("study", str(cfg), "-q", "--workers", "2"), tmp_path, 4.0, [signal.SIGTERM])
+    assert code == 143 and one_line(err) and "study interrupted" in err, (code, err)
+    assert time.monotonic() - start < 20
+    assert load_study(tmp_path / "study.h5").status == "interrupted"
+    assert not (tmp_path / "study.h5.lock").exists()
+
+
 @pytest.mark.slow
 def test_doubled_signals_at_random_moments_always_give_one_line(tmp_path):
     rnd = random.Random(16)
