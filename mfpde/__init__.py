@@ -10,13 +10,33 @@ The public API (docs/api.md)::
 """
 
 from ._version import __version__
-from .config import Config, ConfigError, load_config
-from .io import Result, load
-from .limit import limit_map, limit_measure
-from .model import Model
-from .runner import run
-from .field import velocity
-from .distances import wasserstein
+
+# The public names are imported on first use (PEP 562): ``import mfpde.cli`` stays light,
+# so the command installs its signal handlers before numba, h5py and SciPy load.
+_LAZY = {
+    "Config": ".config", "ConfigError": ".config", "load_config": ".config",
+    "Result": ".io", "load": ".io",
+    "limit_map": ".limit", "limit_measure": ".limit",
+    "Model": ".model",
+    "run": ".runner",
+    "velocity": ".field",
+    "wasserstein": ".distances",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",

@@ -3,7 +3,10 @@
 
 Bad input (config, arguments, files) is one line on stderr and exit status 2; an
 interrupted run (SIGINT, SIGTERM) stops at the next solver step, leaves its file with
-status "interrupted" and exits 130 / 143 after saying how to resume it.
+status "interrupted" and exits 130 / 143 after saying how to resume it.  The signal
+handlers are installed before anything heavy is imported: a signal at any moment after
+the interpreter starts (during the imports, doubled, while a study closes its workers)
+ends the command with one line and 128 + the first signal's number.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import os
 import shutil
 import signal
 import sys
-
-import numpy as np
 
 from ._version import __version__
 
@@ -32,18 +33,27 @@ class _Stopped(BaseException):
 
 class _StopRequests:
     """Signal handlers that only record the request: the run stops at the next step
-    boundary, never inside an HDF5 write.  A second signal stops at once."""
+    boundary, never inside an HDF5 write.  A second signal stops at once.  ``_Stopped``
+    is raised at most once (by ``check`` or by a second signal), so a third signal, or a
+    second one while the command is already stopping, cannot interrupt its closing words."""
 
     def __init__(self):
         self.signum = None
+        self.raised = False
 
     def __call__(self, signum, frame):
-        if self.signum is not None:
-            raise _Stopped(signum)
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+            return
+        self._raise()
 
-    def check(self):
+    def check(self, *_):
         if self.signum is not None:
+            self._raise()
+
+    def _raise(self):
+        if not self.raised:
+            self.raised = True
             raise _Stopped(self.signum)
 
 
@@ -69,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     where = study.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="N > 1: run on an embedded Dask LocalCluster with N worker processes")
+                       help="N > 1: run in a private pool of N worker processes on this machine")
     where.add_argument("--scheduler", metavar="ADDRESS", help="submit the runs to an existing Dask scheduler")
     study.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -114,6 +124,7 @@ def _cmd_run(args, stop: _StopRequests) -> int:
     from .config import load_config
     from .runner import run
 
+    stop.check()  # a signal during the imports
     config = load_config(args.config, args.overrides)
     bar = _progress_bar(config.solver.t_end, args.quiet)
     last = [0.0]
@@ -147,12 +158,16 @@ def _cmd_run(args, stop: _StopRequests) -> int:
 
 
 def _cmd_study(args, stop: _StopRequests) -> int:
+    import numpy as np
+
     from .config import load_config
     from .study import expand, run_study
 
+    stop.check()  # a signal during the imports
     config = load_config(args.config, args.overrides)
     path = args.output or config.output.path
     n_runs = len(expand(config, path))  # validates every run before any work
+    stop.check()
     bar = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
@@ -163,13 +178,15 @@ def _cmd_study(args, stop: _StopRequests) -> int:
     def on_run_done(row):
         if bar is not None:
             bar.update(1)
+        if row.get("note"):
+            print(f"mfpde: {row['run_id']} {row['values']}: {row['note']}", file=sys.stderr)
         if row["status"] == "failed":
             print(f"mfpde: {row['run_id']} {row['values']} failed: {row['error']}", file=sys.stderr)
         stop.check()
 
     try:
         study = run_study(config, output=path, workers=args.workers, scheduler=args.scheduler,
-                          on_run_done=on_run_done)
+                          on_run_done=on_run_done, on_step=stop.check)
     except (KeyboardInterrupt, _Stopped) as exc:
         if bar is not None:
             bar.close()
@@ -282,13 +299,24 @@ def _cmd_animate(args, stop) -> int:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Called with an explicit ``argv`` (from Python) it restores the previous signal handlers
+    on return; as the program (``argv=None``) it ignores SIGINT and SIGTERM once its work
+    is done, so that a late signal cannot kill it with a traceback or -15 while it exits.
+    """
     stop = _StopRequests()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        args = _parser().parse_args(argv)
         commands = {"run": _cmd_run, "study": _cmd_study, "plot": _cmd_plot, "info": _cmd_info,
                     "example": _cmd_example, "animate": _cmd_animate}
         return commands[args.command](args, stop)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        signum = int(getattr(exc, "signum", None) or stop.signum or signal.SIGINT)
+        stop.raised = True
+        print(f"mfpde: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"mfpde: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -296,8 +324,13 @@ def main(argv=None) -> int:
         print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if argv is not None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        else:  # the program exits now: a late signal must not kill it (the interpreter's
+            # finalization resets Python handlers to the default, not an ignored signal)
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,16 +70,20 @@ class DiagnosticContext:
     n_projections: int = 200
     memory_budget: int = 2**30
     n_clusters_angle: float = 0.1
-    cluster_density_floor: float = 0.01
+    cluster_threshold: float = 0.05
     cluster_min_mass: float = 0.01
     fourier_max_mode: int = 8
+    cell_areas: np.ndarray | None = None
 
 
 def make_context(model, initial_points, initial_weights=None, wasserstein_options=None, *,
-                 n_clusters_angle: float = 0.1, cluster_density_floor: float = 0.01,
+                 n_clusters_angle: float = 0.1, cluster_threshold: float = 0.05,
                  cluster_min_mass: float = 0.01, fourier_max_mode: int = 8, wasserstein_seed: int = 0,
-                 n_projections: int = 200, memory_budget: int = 2**30) -> DiagnosticContext:
+                 n_projections: int = 200, memory_budget: int = 2**30, cell_areas=None) -> DiagnosticContext:
     """The context of a run: the model, Pi#rho_0 of the initial state, options, thresholds.
+
+    ``cell_areas`` (M,): the cell areas of a mesh state (finite volumes), so that
+    ``n_clusters`` compares densities (mass / area); None for particle states.
 
     Warns ``ComplexDominantWarning`` (from ``limit_measure``) when the dominant eigenvalues
     of A are complex, and ``RuntimeWarning`` when Pi is undefined on part of rho_0.
@@ -90,9 +94,13 @@ def make_context(model, initial_points, initial_weights=None, wasserstein_option
         raise ValueError(f"n_clusters_angle must be in (0, pi] radians, got {n_clusters_angle!r}")
     if not (isinstance(fourier_max_mode, numbers.Integral) and not isinstance(fourier_max_mode, bool) and fourier_max_mode >= 1):
         raise ValueError(f"fourier_max_mode must be an integer >= 1, got {fourier_max_mode!r}")
-    for name, value in (("cluster_density_floor", cluster_density_floor), ("cluster_min_mass", cluster_min_mass)):
-        if not (isinstance(value, numbers.Real) and 0 <= value < 1):
+    for name, value in (("cluster_threshold", cluster_threshold), ("cluster_min_mass", cluster_min_mass)):
+        if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1):
             raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    if cell_areas is not None:
+        cell_areas = np.asarray(cell_areas, dtype=np.float64)
+        if cell_areas.ndim != 1 or not np.all(np.isfinite(cell_areas)) or not np.all(cell_areas > 0):
+            raise ValueError("cell_areas must be a 1-d array of finite areas > 0")
     split = spectral_split(model)
     pts, w, dropped = limit_measure(model, initial_points, initial_weights, return_dropped=True)
     return DiagnosticContext(
@@ -106,9 +114,10 @@ def make_context(model, initial_points, initial_weights=None, wasserstein_option
         n_projections=int(n_projections),
         memory_budget=int(memory_budget),
         n_clusters_angle=float(n_clusters_angle),
-        cluster_density_floor=float(cluster_density_floor),
+        cluster_threshold=float(cluster_threshold),
         cluster_min_mass=float(cluster_min_mass),
         fourier_max_mode=int(fourier_max_mode),
+        cell_areas=cell_areas,
     )
 
 
@@ -181,16 +190,22 @@ def dist_to_subspace(points, weights, context) -> float:
 def n_clusters(points, weights, context) -> float:
     """Number of clusters carrying mass.
 
-    Atoms lighter than ``cluster_density_floor`` times the mean atom mass (sum m / n) are
-    ignored (low-density cells of a mesh); the rest are linked when their geodesic
-    distance is <= ``n_clusters_angle`` (chordal 2 sin(angle / 2), cKDTree pairs) and the
-    connected components (single linkage) are the clusters; those with a mass fraction
-    >= ``cluster_min_mass`` are counted.
+    An atom's density is its mass divided by its cell's area for a mesh state
+    (``context.cell_areas``), its mass for particles.  Atoms whose density is below
+    ``cluster_threshold`` times the largest density of the state are ignored (the thin
+    cells between the clusters of a mesh state; equal-mass particles are never dropped);
+    the rest are linked when their geodesic distance is <= ``n_clusters_angle`` (chordal
+    2 sin(angle / 2), cKDTree pairs) and the connected components (single linkage) are the
+    clusters; those with a mass fraction >= ``cluster_min_mass`` are counted.
     """
     X = np.asarray(points, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     total = w.sum()
-    keep = w >= context.cluster_density_floor * total / len(w)
+    density = w
+    areas = context.cell_areas
+    if areas is not None and areas.shape == w.shape:
+        density = w / areas
+    keep = (w > 0) & (density >= context.cluster_threshold * density.max())
     X, w = X[keep], w[keep]
     n = len(X)
     if n == 0:

@@ -622,6 +622,10 @@ def _open_mfpde(path) -> h5py.File:
     if fmt is None:
         f.close()
         raise ValueError(f"{path} is not an mfpde file (no format attribute)")
+    if fmt == "mfpde-study":
+        f.close()
+        raise ValueError(f"{path} is an mfpde study index, not a run file: read it with "
+                         f"mfpde.study.load_study({path!r}) (its runs are run files in its .runs/ folder)")
     if fmt != FORMAT:
         f.close()
         raise ValueError(f"{path} is not an mfpde file (format attribute is {fmt!r})")
@@ -694,9 +698,25 @@ def load(path: str | os.PathLike) -> Result:
         )
 
 
-@_retrying
 def info(path: str | os.PathLike) -> str:
-    """A human-readable summary of a run file (``mfpde info``)."""
+    """A human-readable summary of a run file or a study index (``mfpde info``)."""
+    if _is_study_index(path):
+        from .study import study_info
+
+        return study_info(path)
+    return _run_info(path)
+
+
+def _is_study_index(path) -> bool:
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return _attr_str(f.attrs.get("format")) == "mfpde-study"
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+@_retrying
+def _run_info(path: str | os.PathLike) -> str:
     with _open_mfpde(path) as f:
         T = _n_finished(f)
         times = f["time"][:T]

@@ -198,11 +198,15 @@ class OutputOptions(_Section):
     path: str = "run.h5"
     save_every: float = 0.1
     diagnostics: tuple = ("mass",)
+    cluster_threshold: float = 0.05
 
     def __post_init__(self):
         if not isinstance(self.path, str) or not self.path:
             raise ValueError(f"output.path must be a file name, got {self.path!r}")
         _positive("output", "save_every", self.save_every)
+        if not (_is_number(self.cluster_threshold) and 0 <= self.cluster_threshold < 1):
+            raise ValueError(f"output.cluster_threshold must be a number in [0, 1) (a fraction of the "
+                             f"state's largest density), got {self.cluster_threshold!r}")
         if not isinstance(self.diagnostics, (list, tuple)) or not all(isinstance(x, str) for x in self.diagnostics):
             raise ValueError(f"output.diagnostics must be a list of names, got {self.diagnostics!r}")
         object.__setattr__(self, "diagnostics", tuple(self.diagnostics))

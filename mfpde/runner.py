@@ -172,7 +172,8 @@ def run(
             state, t_last, remaining = state0, 0.0, times
             method.write_static(writer)
         context = make_context(config.model, *method.measure(state0), config.wasserstein,
-                               memory_budget=W_MEMORY_BUDGET)
+                               memory_budget=W_MEMORY_BUDGET, cluster_threshold=config.output.cluster_threshold,
+                               cell_areas=getattr(method, "cell_areas", None))
         if not resume or writer.n_snapshots == 0:
             writer.write_limit(context.limit_points, context.limit_weights)
         for t, snapshot in method.snapshots(state, remaining, t_last, on_step):
@@ -277,6 +278,11 @@ class _FiniteVolumes:
 
     def write_static(self, writer):
         writer.write_grid(self.centers, self.solver.mesh.areas, attrs=self.grid_attrs)
+
+    @property
+    def cell_areas(self):
+        """The cell areas: ``n_clusters`` compares densities (mass / area) of a mesh state."""
+        return self.solver.mesh.areas
 
     def measure(self, masses):
         return self.centers, masses

@@ -12,13 +12,17 @@ is an ordinary mfpde run file ``study.runs/<run_id>.h5`` (same layout as ``mfpde
 reachable from the index as the external link ``/runs/<run_id>``.  The index holds
 ``/summary`` (one row per run: the swept values, ``metric_min``, ``t_min``,
 ``metric_final``, ``decay_rate``, ``wall_time``, ``status``) and the fitted rates as
-attributes of ``/summary``.  A run whose file is complete is never recomputed; an
-interrupted one is resumed.  One failing run is reported in its row and does not stop
-the others.
+attributes of ``/summary``.  A run file is reused only when its stored config equals
+the requested one: a complete one is read back (``skipped``), an interrupted one resumed;
+a file whose config differs (an earlier study with other values into the same output) is
+recomputed from t = 0 and its row's ``note`` says which keys differed.  One failing run
+is reported in its row and does not stop the others.  The index is locked
+(``<index>.lock``) for the study's life: a second study into it is refused.
 
-Execution: serially in this process, on an embedded ``dask.distributed.LocalCluster``
-(``workers > 1``), or on an existing Dask scheduler (``scheduler=ADDRESS``); each worker
-caps numba's threads so that workers do not oversubscribe the cores.
+Execution: serially in this process, in a private pool of spawned worker processes
+(``workers > 1``; pipes only, no network port), or on an existing Dask scheduler
+(``scheduler=ADDRESS``); each worker caps numba's threads so that workers do not
+oversubscribe the cores.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from typing import Callable
 
 import numpy as np
 
+from ._provenance import canonical_json, differing_keys
 from .config import Config, ConfigError, load_config, set_dotted
 
-__all__ = ["RunSpec", "StudyResult", "expand", "run_study", "fit_rates", "load_study", "summarize_run"]
+__all__ = ["RunSpec", "StudyResult", "StudyLocked", "expand", "run_study", "fit_rates", "load_study",
+           "summarize_run", "stored_config_differs"]
 
 STUDY_FORMAT = "mfpde-study"
 SUMMARY_NUMERIC = ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time")
@@ -165,8 +171,8 @@ def expand(config: Config, study_path) -> list[RunSpec]:
         for key, value in zip(axes, combo):
             set_dotted(d, key, value, source=config.source)
         d["output"]["path"] = str(directory / f"{run_id}.h5")
-        # validate every run before any work starts
-        load_config(d)
+        # validate every run before any work starts; the resolved form is what a run file stores
+        d = load_config(d).to_dict()
         specs.append(RunSpec(run_id, dict(zip(axes, combo)), d, d["output"]["path"]))
     return specs
 
@@ -203,10 +209,27 @@ def _read_wall_time(path) -> float:
         return float(f.attrs.get("wall_time", math.nan))
 
 
-def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_min_rtol: float = 0.0) -> dict:
+def stored_config_differs(stored: dict, requested: dict) -> list[str]:
+    """Dotted keys in which a run file's stored config differs from the requested resolved
+    config (``output.path`` aside); empty when the file's numbers answer the request."""
+    if not isinstance(stored, dict) or not stored:
+        return ["config"]
+    try:
+        if canonical_json(stored) == canonical_json(requested):
+            return []
+    except (TypeError, ValueError):
+        return ["config"]
+    return differing_keys(stored, requested) or ["config"]
+
+
+def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_min_rtol: float = 0.0,
+                on_step: Callable[[float], None] | None = None) -> dict:
     """Run (or skip, or resume) one run of a study and return its summary row.
 
-    Never raises for a failing run: the row says ``status = "failed"`` and ``error``.
+    A finished run file is reused (``status = "skipped"``) and an interrupted one resumed
+    only when its stored config equals ``spec.config``; otherwise the run is recomputed
+    from t = 0 and ``row["note"]`` names the keys that differed.  Never raises for a
+    failing run: the row says ``status = "failed"`` and ``error``.
     """
     from .io import load
     from .runner import run
@@ -215,7 +238,7 @@ def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_
         import numba
 
         numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
-    row = {"run_id": spec.run_id, "values": spec.values, "error": ""}
+    row = {"run_id": spec.run_id, "values": spec.values, "error": "", "note": ""}
     path = spec.path
     try:
         existing = None
@@ -224,18 +247,25 @@ def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_
                 existing = load(path)
             except (OSError, ValueError):
                 existing = None
+                row["note"] = "recomputed: the stored run file could not be read"
+        if existing is not None:
+            differ = stored_config_differs(existing.config, spec.config)
+            if differ:
+                shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+                row["note"] = f"recomputed: the stored run file's config differs in {shown}"
+                existing = None
         if existing is not None and existing.complete:
             result, status = existing, "skipped"
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             resume = existing is not None and existing.n_snapshots > 0
             start = time.perf_counter()
-            result = run(spec.config, resume=resume, force=not resume)
+            result = run(spec.config, resume=resume, force=not resume, on_step=on_step)
             elapsed = time.perf_counter() - start
             import h5py
 
             with h5py.File(path, "r+") as f:  # accumulated over resumed attempts
-                f.attrs["wall_time"] = float(f.attrs.get("wall_time", 0.0)) + elapsed
+                f.attrs["wall_time"] = (float(f.attrs.get("wall_time", 0.0)) if resume else 0.0) + elapsed
             status = "complete"
         row.update(summarize_run(result, metric, t_min_rtol))
         row["wall_time"] = _read_wall_time(path)
@@ -324,6 +354,7 @@ def _write_index(path, config: Config, specs, rows, rates, status):
             columns[c] = [rows[s.run_id].get(c, math.nan) if s.run_id in rows else math.nan for s in specs]
         columns["status"] = [rows[s.run_id]["status"] if s.run_id in rows else "pending" for s in specs]
         columns["error"] = [rows[s.run_id].get("error", "") if s.run_id in rows else "" for s in specs]
+        columns["note"] = [rows[s.run_id].get("note", "") if s.run_id in rows else "" for s in specs]
         for name, col in columns.items():
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in col):
                 data = np.asarray(col, dtype=float)
@@ -342,6 +373,64 @@ def _write_index(path, config: Config, specs, rows, rates, status):
     os.replace(tmp, path)
 
 
+#: Seconds to wait for an existing Dask scheduler to answer before giving up with one line.
+SCHEDULER_TIMEOUT = 8.0
+
+
+class StudyLocked(ValueError):
+    """Another study holds the lock on this index file (one line; the CLI exits 2)."""
+
+
+class _IndexLock:
+    """An exclusive ``fcntl.flock`` on ``<index>.lock`` beside the index, held for the
+    study's life.  A second study into the same index is refused at once.  The lock file
+    is removed on release; a lock taken on a file that was meanwhile removed is retried."""
+
+    def __init__(self, index):
+        self.path = Path(os.fspath(index) + ".lock")
+        self.fd = None
+
+    def acquire(self):
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise StudyLocked(f"{self.path.with_suffix('')}: another study is writing this index "
+                                  f"(lock {self.path.name} is held); wait for it or choose another -o") from None
+            except OSError as exc:
+                os.close(fd)
+                raise OSError(f"{self.path}: cannot lock the study index ({exc.strerror or exc})") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return self
+            os.close(fd)  # the holder removed it between our open and our lock: try again
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def run_study(
     config,
     *,
@@ -350,12 +439,19 @@ def run_study(
     workers: int = 1,
     scheduler: str | None = None,
     on_run_done: Callable[[dict], None] | None = None,
+    on_step: Callable[[float], None] | None = None,
 ) -> StudyResult:
     """Run every combination of a study and write its index file (see module docstring).
 
-    ``workers > 1`` runs on an embedded LocalCluster with that many single-threaded
-    worker processes (numba threads per worker = cores // workers); ``scheduler`` submits
-    to an existing Dask scheduler instead.  Returns the :class:`StudyResult` read back.
+    ``workers > 1`` runs in a private pool of that many worker processes (spawned by this
+    process, talking to it over pipes: no network port; numba threads per worker =
+    cores // workers); ``scheduler`` submits to an existing Dask scheduler instead (an
+    unreachable one raises ``ValueError`` within ``SCHEDULER_TIMEOUT`` seconds, before
+    any file is written).  The index is locked for the study's life (``<index>.lock``);
+    a second study into the same index raises :class:`StudyLocked`.  ``on_step(t)`` is
+    called at every solver step of runs executed in this process, and with t = NaN about
+    every 0.25 s while pool workers run (an exception it raises stops the study).  Returns
+    the :class:`StudyResult` read back.
     """
     if not isinstance(config, Config) or overrides:
         config = load_config(config, overrides)
@@ -363,52 +459,205 @@ def run_study(
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     path = Path(output if output is not None else config.output.path)
     specs = expand(config, path)  # validates every run first
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the directory {path.parent} does not exist")
     metric = config.study.metric
+    t_min_rtol = config.study.t_min_rtol
     rows: dict[str, dict] = {}
-    _write_index(path, config, specs, rows, {}, "running")
-
-    def record(row):
-        rows[row["run_id"]] = row
-        if on_run_done is not None:
-            on_run_done(row)
+    with _executor(workers, scheduler) as submit, _IndexLock(path):
         _write_index(path, config, specs, rows, {}, "running")
 
-    status = "interrupted"
-    try:
-        if scheduler is None and workers == 1:
-            for spec in specs:
-                record(execute_run(spec, metric, t_min_rtol=config.study.t_min_rtol))
-        else:
-            _run_on_dask(specs, metric, workers, scheduler, record, config.study.t_min_rtol)
-        status = "complete"
-    finally:
-        ordered = [rows.get(s.run_id, {}) for s in specs]
-        values = {a: [s.values[a] for s in specs] for a in config.study.sweep}
-        rates = fit_rates(values, [r.get("metric_min", math.nan) for r in ordered], config.study.fit)
-        _write_index(path, config, specs, rows, rates, status)
+        def record(row):
+            rows[row["run_id"]] = row
+            if on_run_done is not None:
+                on_run_done(row)
+            _write_index(path, config, specs, rows, {}, "running")
+
+        status = "interrupted"
+        try:
+            if submit is None:
+                for spec in specs:
+                    record(execute_run(spec, metric, t_min_rtol=t_min_rtol, on_step=on_step))
+            else:
+                for row in submit(specs, metric, t_min_rtol, on_step):
+                    record(row)
+            status = "complete"
+        finally:
+            ordered = [rows.get(s.run_id, {}) for s in specs]
+            values = {a: [s.values[a] for s in specs] for a in config.study.sweep}
+            rates = fit_rates(values, [r.get("metric_min", math.nan) for r in ordered], config.study.fit)
+            _write_index(path, config, specs, rows, rates, status)
     return load_study(path)
 
 
-def _run_on_dask(specs, metric, workers, scheduler, record, t_min_rtol=0.0):
-    from distributed import Client, LocalCluster, as_completed
+class _executor:
+    """Where the runs execute: ``None`` (serially, here), a private process pool, or an
+    existing Dask scheduler.  Entered before any file is written, so that a scheduler that
+    does not answer leaves nothing behind."""
 
-    cores = os.cpu_count() or 1
-    if scheduler is not None:
-        client, cluster = Client(scheduler), None
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client, n_workers = Client(cluster), workers
-    threads = max(1, cores // n_workers)
+    def __init__(self, workers: int, scheduler: str | None):
+        self.workers, self.scheduler = workers, scheduler
+        self.pool = self.client = None
+
+    def __enter__(self):
+        cores = os.cpu_count() or 1
+        if self.scheduler is not None:
+            self.client = _connect(self.scheduler)
+            n_workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+            threads = max(1, cores // n_workers)
+            return lambda specs, metric, rtol, poll: self._dask(specs, metric, rtol, threads)
+        if self.workers == 1:
+            return None
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawned (not forked: numba's and HDF5's threads and locks do not survive a fork),
+        # connected to this process by pipes only: private to the study, no port, no HTTP
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_worker_init)
+        threads = max(1, cores // self.workers)
+        return lambda specs, metric, rtol, poll: self._pool(specs, metric, rtol, threads, poll)
+
+    def _pool(self, specs, metric, rtol, threads, poll):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        futures = {self.pool.submit(execute_run, spec, metric, threads, rtol): spec for spec in specs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: futures[f].run_id):
+                yield _row_of(future, futures[future])
+            if poll is not None and pending:
+                poll(math.nan)  # a stop request is honoured while the workers run
+
+    def _dask(self, specs, metric, rtol, threads):
+        from distributed import as_completed
+
+        futures = {self.client.submit(execute_run, spec, metric, threads, rtol, pure=False): spec
+                   for spec in specs}
+        for future in as_completed(list(futures)):
+            yield _row_of(future, futures[future])
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.shutdown(wait=True)
+            else:  # stopped or failed: do not wait for the runs in flight (they resume next time)
+                processes = list((getattr(self.pool, "_processes", None) or {}).values())
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                for proc in processes:
+                    if proc.is_alive():
+                        proc.terminate()
+                for proc in processes:
+                    proc.join(timeout=10)
+        if self.client is not None:
+            self.client.close()
+
+
+def _row_of(future, spec: RunSpec) -> dict:
+    """The row a worker returned, or a failed row when the worker itself died."""
     try:
-        futures = [client.submit(execute_run, spec, metric, threads, t_min_rtol, pure=False) for spec in specs]
-        for future in as_completed(futures):
-            record(future.result())
+        return future.result()
+    except Exception as exc:  # a worker process lost (BrokenProcessPool), a Dask worker gone
+        row = {"run_id": spec.run_id, "values": spec.values, "note": "", "status": "failed",
+               "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+        row.update({k: math.nan for k in SUMMARY_NUMERIC})
+        return row
+
+
+def _worker_init():
+    """A pool worker leaves SIGINT (a Ctrl-C reaches the whole process group) to the study
+    process, which stops the pool; the worker's run is resumed next time."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: Address schemes a scheduler in another process can be reached by (``inproc://`` cannot).
+_SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def _check_address(address: str):
+    """``(scheme, host, port)`` of ``[scheme://]host:port``, checked before Dask sees it (a
+    malformed address leaves Dask's half-built client hanging for 16 s at exit)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else "tcp://" + address)
+    if parts.scheme not in _SCHEDULER_SCHEMES:
+        raise ValueError(f"the scheme must be one of {', '.join(s + '://' for s in _SCHEDULER_SCHEMES)}, "
+                         f"got {parts.scheme + '://'!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:  # out of range, not a number
+        raise ValueError(f"bad port ({exc})") from None
+    if not parts.hostname or port is None:
+        raise ValueError("expected [scheme://]host:port, e.g. tcp://127.0.0.1:8786")
+    return parts.scheme, parts.hostname, port
+
+
+def _probe(address: str) -> None:
+    """One TCP connection attempt to a ``tcp://`` or ``tls://`` address: a refused port fails
+    at once (Dask's client would retry it until its timeout)."""
+    import socket
+
+    scheme, host, port = _check_address(address)
+    if scheme in ("tcp", "tls"):
+        with socket.create_connection((host, port), timeout=SCHEDULER_TIMEOUT):
+            pass
+
+
+def _connect(address: str):
+    """A Dask client on ``address``, or one ``ValueError`` line within SCHEDULER_TIMEOUT seconds."""
+    import logging
+
+    from distributed import Client
+
+    quiet = [logging.getLogger(name) for name in ("distributed", "distributed.client", "distributed.comm")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        _check_address(address)
+    except ValueError as exc:
+        raise ValueError(f"--scheduler {address}: not a Dask scheduler address: {exc}") from None
+    try:
+        _probe(address)
+        return Client(address, timeout=SCHEDULER_TIMEOUT)
+    except Exception as exc:  # OSError, TimeoutError, ValueError ("not enough values to unpack"), ...
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"--scheduler {address}: cannot reach a Dask scheduler there "
+                         f"(within {SCHEDULER_TIMEOUT:g} s): {text[:200]}") from None
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+
+
+def study_info(path) -> str:
+    """A human-readable summary of a study index (``mfpde info study.h5``): the sweep, the
+    state of each run, the fitted rates and the summary table."""
+    import h5py
+
+    study = load_study(path)
+    with h5py.File(path, "r", locking=False) as f:
+        version = _fmt(f.attrs.get("mfpde_version", "?"))
+        runs = _fmt(f.attrs.get("runs_dir", "?"))
+        try:
+            sweep = json.loads(_fmt(f.attrs.get("config", "{}"))).get("study", {}).get("sweep", {})
+        except (TypeError, ValueError, AttributeError):
+            sweep = {}
+    status = [str(v) for v in study.summary["status"]]
+    counts = ", ".join(f"{status.count(s)} {s}" for s in ("complete", "skipped", "failed", "pending")
+                       if status.count(s))
+    lines = [f"{study.path}: mfpde study index, written by mfpde {version}; run files in {runs}/",
+             f"status: {study.status}; {len(status)} runs ({counts or 'none'})",
+             "sweep: " + "; ".join(f"{k} = {v}" for k, v in sweep.items()),
+             f"metric: min over t of {study.metric}"]
+    r = study.rates
+    if r.get("fit"):
+        lines.append(f"fit against log {r['fit']}: slope = {_fmt(r.get('slope'))} "
+                     f"+- {_fmt(r.get('slope_stderr'))} (stderr)")
+    lines.append(study.table())
+    return "\n".join(lines)
 
 
 def load_study(path) -> StudyResult:

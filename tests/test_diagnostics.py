@@ -106,7 +106,7 @@ def test_n_clusters_ignores_low_density_cells_of_a_mesh():
     w = dens / dens.sum()
     ctx = _context(Model(d=2), X, w)
     assert D.n_clusters(X, w, ctx) == 2
-    ctx_nofloor = _context(Model(d=2), X, w, cluster_density_floor=0.0)
+    ctx_nofloor = _context(Model(d=2), X, w, cluster_threshold=0.0)
     assert D.n_clusters(X, w, ctx_nofloor) == 1
 
 
@@ -190,3 +190,75 @@ def test_evaluate_returns_flat_floats(rng):
     out = evaluate(names, X, w, ctx)
     assert list(out) == output_names(names, ctx)
     assert all(type(v) is float and math.isfinite(v) for v in out.values())
+
+
+# ------------------------------------------------------------------ n_clusters on run states (#15 item 7)
+
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parent.parent / "data" / "configs"
+
+
+def test_n_clusters_counts_the_three_clusters_of_a_finite_volume_circle_state(tmp_path):
+    # circle_clusters_fv_beta5.toml (USA, beta = 5, 1024 cells) from the histogram of 2e4
+    # uniform samples: at t = 0.3 three clusters with peaks ~100 times the mean density and
+    # 1-10% of the mean between them -- above a floor of 1% of the mean, so a floor relative
+    # to the mean linked the clusters into one
+    from mfpde import run
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x0.npy", angle_to_point(rng.uniform(0, 2 * np.pi, 20000)))
+    res = run(CONFIGS / "circle_clusters_fv_beta5.toml", output=tmp_path / "fv.h5",
+              overrides=["initial.kind=file", f"initial.path={tmp_path / 'x0.npy'}", "solver.t_end=0.3",
+                         'output.diagnostics=["mass", "n_clusters"]'])
+    density = res.mass[-1] / res.grid["areas"] * (2 * np.pi)  # relative to the mean
+    valleys = [density[i] for i in range(len(density)) if density[i] <= density[i - 1]
+               and density[i] <= density[(i + 1) % len(density)]]
+    assert 0.01 < min(valleys) and max(valleys) < 0.1 and density.max() > 50
+    assert res.diagnostics["n_clusters"][-1] == 3
+    assert res.diagnostics["n_clusters"][0] == 1  # the noisy initial density: one component
+    # a threshold of 0 keeps every cell: the valleys link the clusters
+    ctx = _context(res.model, res.grid["centers"], res.mass[0], cluster_threshold=0.0,
+                   cell_areas=res.grid["areas"])
+    assert D.n_clusters(res.grid["centers"], res.mass[-1], ctx) == 1
+
+
+def test_n_clusters_counts_a_finite_volume_sphere_state_by_density(tmp_path):
+    # three vMF bumps (kappa = 20) 90 degrees apart on ~2000 cells: 7% of the mean density
+    # between them, peaks 15 times the mean
+    from mfpde import run
+
+    cfg = {"model": {"d": 3, "beta": 5.0},
+           "initial": {"kind": "vmf_mixture", "means": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                       "kappas": [20.0, 20.0, 20.0], "weights": [0.3, 0.3, 0.4]},
+           "solver": {"method": "fv", "cells": 2000, "t_end": 0.01},
+           "output": {"path": str(tmp_path / "s.h5"), "save_every": 0.01, "diagnostics": ["n_clusters"]}}
+    res = run(cfg)
+    assert list(res.diagnostics["n_clusters"]) == [3, 3]
+    cfg["output"]["cluster_threshold"] = 0.0
+    cfg["output"]["path"] = str(tmp_path / "s0.h5")
+    assert list(run(cfg).diagnostics["n_clusters"]) == [1, 1]
+
+
+@pytest.mark.parametrize("method, solver", [("particles", {}), ("pic", {"cells": 256, "cfl": 0.4})])
+def test_n_clusters_on_particle_and_pic_states_agrees_with_circle_clusters(tmp_path, method, solver):
+    from mfpde import run
+
+    cfg = {"model": {"d": 2, "beta": 5.0, "normalization": "uniform"},
+           "initial": {"kind": "uniform", "n": 2000, "seed": 0},
+           "solver": {"method": method, "integrator": "rk4", "dt": 0.02, "t_end": 0.6, **solver},
+           "output": {"path": str(tmp_path / "p.h5"), "save_every": 0.2, "diagnostics": ["n_clusters"]}}
+    res = run(cfg)
+    centers, masses = D.circle_clusters(res.positions[-1], res.weights)
+    assert res.diagnostics["n_clusters"][-1] == len(centers) == 3
+    assert res.diagnostics["n_clusters"][0] == 1
+
+
+def test_cluster_threshold_is_validated():
+    from mfpde.config import ConfigError, load_config
+
+    base = {"model": {"d": 2, "beta": 1.0}}
+    assert load_config(base).output.cluster_threshold == 0.05
+    for bad in (-0.1, 1.0, "x", True):
+        with pytest.raises(ConfigError, match="output.cluster_threshold"):
+            load_config({**base, "output": {"cluster_threshold": bad}})
+    with pytest.raises(ValueError, match="cluster_threshold"):
+        make_context(Model(d=2), _circle(8), None, cluster_threshold=1.5)

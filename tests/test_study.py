@@ -56,7 +56,7 @@ def test_fit_rates_recovers_a_power_law_and_its_spread():
     assert exact["slope_vs_log_ratio"] == pytest.approx(0.5, abs=1e-12)
 
 
-def test_serial_and_two_dask_workers_give_identical_results(tmp_path):
+def test_serial_and_two_workers_give_identical_results(tmp_path):
     cfg = write_config(tmp_path)
     serial = run_study(cfg, output=tmp_path / "serial.h5")
     parallel = run_study(cfg, output=tmp_path / "parallel.h5", workers=2)
