@@ -109,21 +109,28 @@ def _cmd_run(args, stop: _StopRequests) -> int:
         stop.check()
 
     path = args.output or config.output.path
+    from .io import WriteError, load
+
     try:
         result = run(config, output=path, resume=args.resume, force=args.force, on_step=on_step)
     except (KeyboardInterrupt, _Stopped) as exc:
         if bar is not None:
             bar.close()
-        from .io import load
-
         try:
             done = load(path)
             where = f"{done.n_snapshots} snapshots up to t = {done.times[-1]:.6g}" if done.n_snapshots else "no snapshots"
+            print(f"mfpde: interrupted; {path} keeps {where}; continue with --resume", file=sys.stderr)
+        except FileNotFoundError:  # before the first snapshot: nothing was created or replaced
+            print(f"mfpde: interrupted before the first snapshot; {path} was not written", file=sys.stderr)
         except (OSError, ValueError):
-            where = "no readable snapshots"
-        print(f"mfpde: interrupted; {path} keeps {where}; continue with --resume", file=sys.stderr)
+            print(f"mfpde: interrupted; {path} keeps no readable snapshots", file=sys.stderr)
         signum = getattr(exc, "signum", signal.SIGINT)
         return 128 + int(signum)
+    except WriteError as exc:  # a full disk, a file-size limit: the file keeps its finished snapshots
+        if bar is not None:
+            bar.close()
+        print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_FAILED
     if bar is not None:
         bar.close()
     print(f"{path}: {result.n_snapshots} snapshots, t = 0 .. {result.times[-1]:.6g}, status {result.status}")

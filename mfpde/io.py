@@ -799,21 +799,27 @@ def _has_hdf5_signature(path) -> bool:
         return False
 
 
-def _open_mfpde(path) -> h5py.File:
+def _open_h5(path) -> h5py.File:
+    """Open an HDF5 file for reading, also while a writer holds it; FileError if it is not one."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory, not an mfpde file")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         if not _has_hdf5_signature(path):
             raise FileError(f"{path} is not an mfpde file (not an HDF5 file)") from None
         try:  # locked by a run still writing it: read what has been flushed
-            f = h5py.File(path, "r", locking=False)
+            return h5py.File(path, "r", locking=False)
         except OSError:
             raise DamagedFileError(f"{path}: cannot open the HDF5 file ({_short(exc)})") from None
+
+
+def _open_mfpde(path) -> h5py.File:
+    path = os.fspath(path)
+    f = _open_h5(path)
     try:
         fmt = _attr_str(f.attrs.get("format"))
         version = f.attrs.get("format_version", 0)
