@@ -378,7 +378,7 @@ class RunWriter:
             _attach(ds, (row, col))
         self._write_config()
         t = f.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,),
-                             fillvalue=np.nan)
+                             fillvalue=np.nan, fletcher32=True)
         t.make_scale("time")
         t.attrs["long_name"] = "time"
         for name in ("state", "diagnostics"):
@@ -412,6 +412,10 @@ class RunWriter:
                 stored_config = _decode_config(f, self.path)
             except (KeyError, TypeError, RuntimeError, AttributeError, OSError) as exc:
                 raise _damaged(self.path, exc) from None
+            for ds in [f["time"]] + [f["state"][k] for k in ("positions", "mass") if k in f["state"]] + [
+                    ds for n, ds in f["diagnostics"].items() if n not in _RESERVED]:
+                if ds.chunks is None or ds.maxshape[0] is not None:
+                    raise DamagedFileError(f"{self.path}: {ds.name} is not resizable; cannot resume it")
         if stored.to_dict() != self.model.to_dict():
             raise ValueError(f"{self.path} was written with a different model ({stored!r}); cannot resume it "
                              f"with {self.model!r}")
@@ -644,6 +648,7 @@ class RunWriter:
                           compression_opts=self._compression_opts, shuffle=self._compression is not None)
         else:
             kwargs = dict(chunks=(1024,))
+        kwargs["fletcher32"] = True  # a chunk damaged on disk is an error when read, never a number
         ds = group.create_dataset(name, shape=(T,) + row_shape, maxshape=(None,) + row_shape,
                                   dtype=np.float64, fillvalue=np.nan, **kwargs)
         _attach(ds, (self.file["time"],) + tuple(scales))
@@ -880,6 +885,7 @@ def _verify(f: h5py.File, path) -> _Layout:
     checks the particle count against ``initial.n``.)
     """
     path = os.fspath(path)
+    f.visititems(lambda name, obj: None)  # every object header opens (KeyError otherwise)
     status = _attr_str(f.attrs.get("status"))
     if status not in STATUSES:
         raise DamagedFileError(f"{path}: status attribute is {status!r}, not one of {', '.join(STATUSES)}")
@@ -973,6 +979,12 @@ def _verify(f: h5py.File, path) -> _Layout:
         ds = _dataset(f["diagnostics"], name, path, 1)
         if ds.shape[0] < T:
             raise DamagedFileError(f"{path}: /diagnostics/{name} has {ds.shape[0]} entries for {T} snapshots")
+    for group, name, n in (("state", "particle", state["positions"].shape[1] if kind == "positions" else None),
+                           ("state", "component", d if kind == "positions" else None),
+                           ("state", "cell", state["mass"].shape[1] if kind == "mass" else None),
+                           ("model", "row", d), ("model", "column", d)):
+        if n is not None and name in f[group] and f[group][name].shape != (n,):
+            raise DamagedFileError(f"{path}: /{group}/{name} has shape {f[group][name].shape}, not ({n},)")
     return _Layout(T=T, kind=kind, d=d, times=times, config=config)
 
 
