@@ -61,10 +61,10 @@ class PathLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_pid(fd)
+                holder, what = _read_holder(fd)
                 os.close(fd)
                 who = f" (pid {holder})" if holder else ""
-                raise FileBusyError(f"{self.path} is being {self.what} by another process{who}; "
+                raise FileBusyError(f"{self.path} is being {what or 'written'} by another process{who}; "
                                     f"wait for it to end or choose another output path") from None
             except BaseException:
                 os.close(fd)
@@ -78,7 +78,7 @@ class PathLock:
                 continue
             try:
                 os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                os.write(fd, f"{os.getpid()} {self.what}\n".encode())
             except OSError:  # a full disk must not stop a lock; the pid is only informative
                 pass
             self._fd = fd
@@ -130,9 +130,10 @@ def is_locked(path) -> bool:
     return False
 
 
-def _read_pid(fd) -> int | None:
+def _read_holder(fd):
+    """(pid, what) written by the holder into the sidecar, or (None, None)."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        return int(text) if text.isdigit() else None
+        pid, _, what = os.pread(fd, 128, 0).decode("ascii", "replace").strip().partition(" ")
+        return (int(pid), what.strip() or None) if pid.isdigit() else (None, None)
     except (OSError, ValueError):
-        return None
+        return None, None

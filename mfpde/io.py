@@ -24,6 +24,7 @@ import functools
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -470,8 +471,22 @@ class RunWriter:
             self._lock.release()
 
     def _fail(self, exc, doing: str):
-        """A write failed: close what can be closed, keep the finished snapshots, say so in one line."""
+        """A write failed: close what can be closed, keep the finished snapshots, say so in one line.
+
+        libhdf5 cannot close a file whose writes fail (its objects stay open and crash the
+        interpreter at exit), so the file's descriptor is first pointed at /dev/null: the
+        close then succeeds and writes nothing more into the file.
+        """
         published = self._tmp is None
+        f = self._file
+        if f is not None:
+            try:
+                fd = f.id.get_vfd_handle()
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
+            except Exception:
+                pass
         self._discard()
         where = self.path if published else f"{self.path} (not created)"
         kept = ""
@@ -482,6 +497,9 @@ class RunWriter:
             except (FileError, OSError):
                 kept = "; the file could not be closed cleanly"
         err = getattr(exc, "errno", None)
+        if not isinstance(err, int):
+            found = re.search(r"errno = (\d+)", str(exc))
+            err = int(found.group(1)) if found else None
         reason = os.strerror(err) if isinstance(err, int) else _short(exc)
         raise WriteError(err, f"{where}: {doing} failed: {reason}{kept}") from None
 

@@ -220,10 +220,12 @@ def _check_resumable(path, config: Config, times) -> None:
     ``solver.t_end`` aside: an extension), the particle count of ``initial.n`` and snapshot
     times on this config's grid.  Nothing is written before these checks pass.
     """
+    from ._filelock import PathLock
     from .io import DamagedFileError, resume_conflict
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file to resume")
+    PathLock(path).acquire().release()  # a run writing it now: FileBusyError, before any reading
     stored = load(path)
     resume_conflict(path, stored.config, config.to_dict(), stored.status)
     T = stored.n_snapshots
