@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 
 __all__ = ["FileError", "FileBusyError", "PathLock", "exclusive", "lock_path", "is_locked"]
 
@@ -56,11 +57,15 @@ class PathLock:
     def acquire(self) -> "PathLock":
         if self._fd is not None:
             return self
-        for _ in range(100):
+        for attempt in range(100):
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if attempt < 5:  # perhaps only a reader's momentary probe (is_locked): look again
+                    os.close(fd)
+                    time.sleep(0.01)
+                    continue
                 holder, what = _read_holder(fd)
                 os.close(fd)
                 who = f" (pid {holder})" if holder else ""

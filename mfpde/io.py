@@ -379,7 +379,7 @@ class RunWriter:
             _attach(ds, (row, col))
         self._write_config()
         t = f.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,),
-                             fillvalue=np.nan, fletcher32=True)
+                             fillvalue=np.nan)
         t.make_scale("time")
         t.attrs["long_name"] = "time"
         for name in ("state", "diagnostics"):
@@ -662,11 +662,15 @@ class RunWriter:
         T = self.n_snapshots
         kwargs = {}
         if snapshot:
+            # each snapshot row is its own chunk, written once: a checksum makes a chunk damaged
+            # on disk a read error, never a number.  (Not on /time and the diagnostics, whose
+            # chunks of 1024 entries are rewritten in place: a write torn by SIGKILL would then
+            # lose every finished entry of the chunk, where without it only the new one is torn.)
             kwargs = dict(chunks=(1,) + row_shape, compression=self._compression,
-                          compression_opts=self._compression_opts, shuffle=self._compression is not None)
+                          compression_opts=self._compression_opts, shuffle=self._compression is not None,
+                          fletcher32=True)
         else:
             kwargs = dict(chunks=(1024,))
-        kwargs["fletcher32"] = True  # a chunk damaged on disk is an error when read, never a number
         ds = group.create_dataset(name, shape=(T,) + row_shape, maxshape=(None,) + row_shape,
                                   dtype=np.float64, fillvalue=np.nan, **kwargs)
         _attach(ds, (self.file["time"],) + tuple(scales))

@@ -490,3 +490,16 @@ def test_info_of_a_short_diagnostic_is_one_line_not_an_index_error(damaged_sourc
         f["diagnostics/energy"].resize((0,))
     with pytest.raises(DamagedFileError, match="/diagnostics/energy has 0 entries"):
         info(path)
+
+
+def test_a_start_that_fails_reading_its_initial_file_creates_no_output(config_file, tmp_path, capsys):
+    """#15 item 4: `initial.path` naming a non-mfpde .h5 used to leave the output behind
+    (0 snapshots, "interrupted"), which the next run then refused to overwrite."""
+    cfg = config_file(t_end=0.2)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.zeros(3)
+    out = tmp_path / "out.h5"
+    code, err = cli(capsys, "run", cfg, "-o", out, "--set", "initial.kind=file", "--set", f"initial.path={other}")
+    assert code == 2 and one_line(err), err
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["other.h5", "run.toml"]
