@@ -9,6 +9,12 @@ is extended last, so ``T = len(/time)`` counts finished snapshots only; the read
 trims every other time-like dataset to ``T`` (and drops a trailing ``/time`` entry
 still holding its NaN fill value).
 
+One writer per file: a writer holds the exclusive lock of ``mfpde._filelock`` (a sidecar
+``<path>.lock``) from before it reads, creates or truncates anything; a new file is built
+beside the target and renamed onto it at its first snapshot.  Write errors (ENOSPC, EFBIG)
+close the file and raise :class:`WriteError`; readers verify a file's structure and raise
+:class:`DamagedFileError` / :class:`FileError` (docs/hdf5.md, "Verification and errors").
+
 Every dataset carries HDF5 dimension scales on every axis, so
 ``xarray.open_dataset(path, engine="h5netcdf", group=...)`` opens the root and each
 group.  ``/state/time`` and ``/diagnostics/time`` are hard links to ``/time`` (one
@@ -274,6 +280,16 @@ class RunWriter:
         Overwrite an existing file in mode ``"w"``.
     compression : {"gzip", "lzf", None}
         Filter for the snapshot datasets (gzip at level 4 by default).
+    provenance : dict, optional
+        String attributes recording how the run was computed (keys ``PROVENANCE_KEYS``:
+        method, integrator, kernel, kernel_used, precision).  ``config_sha256`` is always
+        stored (for a dict config).
+
+    Only one writer per path at a time (:class:`FileBusyError` otherwise).  Mode ``"w"``
+    builds the file as a hidden temporary beside ``path`` and renames it onto ``path`` at
+    the first snapshot or on a close without an error: a start that fails leaves ``path``
+    as it was.  Mode ``"resume"`` verifies the file and refuses a different config except a
+    larger ``solver.t_end`` (:func:`resume_conflict`).
 
     On leaving the ``with`` block (or ``close()``) a status still ``"running"``
     becomes ``"interrupted"``: call ``set_status("complete")`` when the run ends.
