@@ -136,25 +136,45 @@ def _cmd_run(args, stop: _StopRequests) -> int:
         stop.check()
 
     path = args.output or config.output.path
+    from .io import WriteError, load
+
+    before = _identity(path)
     try:
         result = run(config, output=path, resume=args.resume, force=args.force, on_step=on_step)
     except (KeyboardInterrupt, _Stopped) as exc:
         if bar is not None:
             bar.close()
-        from .io import load
-
         try:
+            if not args.resume and before is not None and _identity(path) == before:
+                raise FileNotFoundError(path)  # an existing file that the new run never replaced
             done = load(path)
             where = f"{done.n_snapshots} snapshots up to t = {done.times[-1]:.6g}" if done.n_snapshots else "no snapshots"
+            print(f"mfpde: interrupted; {path} keeps {where}; continue with --resume", file=sys.stderr)
+        except FileNotFoundError:  # before the first snapshot: nothing was created or replaced
+            state = "was left as it was" if before is not None else "was not written"
+            print(f"mfpde: interrupted before the first snapshot; {path} {state}", file=sys.stderr)
         except (OSError, ValueError):
-            where = "no readable snapshots"
-        print(f"mfpde: interrupted; {path} keeps {where}; continue with --resume", file=sys.stderr)
+            print(f"mfpde: interrupted; {path} keeps no readable snapshots", file=sys.stderr)
         signum = getattr(exc, "signum", signal.SIGINT)
         return 128 + int(signum)
+    except WriteError as exc:  # a full disk, a file-size limit: the file keeps its finished snapshots
+        if bar is not None:
+            bar.close()
+        print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_FAILED
     if bar is not None:
         bar.close()
     print(f"{path}: {result.n_snapshots} snapshots, t = 0 .. {result.times[-1]:.6g}, status {result.status}")
     return 0
+
+
+def _identity(path):
+    """(device, inode, mtime) of an existing file, None otherwise (a new run file is a new inode)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def _cmd_study(args, stop: _StopRequests) -> int:

@@ -57,10 +57,13 @@ def _pyplot():
 
 def is_study_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a study index file (``mfpde study``) rather than a run file."""
-    import h5py
+    from .io import DamagedFileError, _attr_str, _open_h5
 
-    with h5py.File(path, "r") as f:
-        return f.attrs.get("format") == "mfpde-study"
+    with _open_h5(path) as f:  # FileError (one line) for a file that is not HDF5 or does not open
+        try:
+            return _attr_str(f.attrs.get("format")) == "mfpde-study"
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise DamagedFileError(f"{path}: cannot read its root attributes ({exc})") from None
 
 
 def _angles(points):

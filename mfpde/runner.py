@@ -10,6 +10,7 @@ run bit for bit (each interval between snapshots is stepped the same way).
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from typing import Callable, Sequence
@@ -20,6 +21,7 @@ from .config import Config, ConfigError, load_config
 from .diagnostics import evaluate, make_context
 from .initial import initial_cell_masses, initial_measure
 from .io import Result, RunWriter, load
+from .kernels.truncated import OUTCOMES as _TRUNCATION_OUTCOMES
 from .mesh.sphere import MAX_FREQUENCY
 from .solvers import FVCircleSolver, FVSphereSolver, ParticleSolver, PICSolver
 from .solvers.fv_circle import MAX_CFL
@@ -159,10 +161,12 @@ def run(
         raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
     if progress:
         return _with_progress_bar(config, path, resume, force, on_step)
+    if resume:
+        _check_resumable(path, config, times)  # before the file is opened for writing
     method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
     names = config.output.diagnostics
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
-                   force=force) as writer:
+                   force=force, provenance=_provenance(config)) as writer:
         if resume and writer.n_snapshots > 0:
             state0 = method.stored_initial_state(load(path))
             t_last, state = writer.last_snapshot()
@@ -176,9 +180,16 @@ def run(
                                cell_areas=getattr(method, "cell_areas", None))
         if not resume or writer.n_snapshots == 0:
             writer.write_limit(context.limit_points, context.limit_weights)
-        for t, snapshot in method.snapshots(state, remaining, t_last, on_step):
-            diagnostics = evaluate(names, *method.measure(snapshot), context)
-            writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
+        before = collections.Counter(_TRUNCATION_OUTCOMES)
+        try:
+            for t, snapshot in method.snapshots(state, remaining, t_last, on_step):
+                diagnostics = evaluate(names, *method.measure(snapshot), context)
+                writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
+        finally:
+            if config.solver.kernel == "truncated" and writer.is_open:
+                used = collections.Counter(_TRUNCATION_OUTCOMES)
+                used.subtract(before)
+                writer.set_provenance("kernel_used", _kernel_used(used, writer))
         writer.set_status("complete")
     return load(path)
 
@@ -202,6 +213,63 @@ def _with_progress_bar(config: Config, path, resume: bool, force: bool, on_step)
         return run(config, resume=resume, force=force, on_step=step)
     finally:
         bar.close()
+
+
+def _provenance(config: Config) -> dict:
+    """What the file records about how it was computed (attributes beside ``config_sha256``)."""
+    out = {"method": config.solver.method, "kernel": config.solver.kernel, "precision": "float64",
+           "kernel_used": config.solver.kernel}
+    if config.solver.method != "fv":
+        out["integrator"] = config.solver.integrator
+    else:
+        out["integrator"] = "ssp_rk3"
+    return out
+
+
+def _kernel_used(counts, writer) -> str:
+    """``truncated`` / ``exact (fallback: reason)`` / a count of each, over this run's field evaluations
+    (added to what an earlier, resumed part of the run recorded)."""
+    counts = {k: v for k, v in counts.items() if v > 0}
+    if not counts:
+        return writer.provenance.get("kernel_used", "truncated")
+    if list(counts) == ["truncated"]:
+        text = "truncated"
+    elif len(counts) == 1:
+        (reason,) = counts
+        text = f"exact (fallback: {reason.removeprefix('exact: ')})"
+    else:
+        text = "; ".join(f"{k}: {v} calls" for k, v in sorted(counts.items()))
+    previous = writer.stored_provenance.get("kernel_used")
+    if previous and previous not in ("truncated", text) and writer.resumed:
+        text = f"{previous} | resumed: {text}"
+    return text
+
+
+def _check_resumable(path, config: Config, times) -> None:
+    """Refuse a --resume that would mix configs or continue data this run did not write.
+
+    The stored file must verify (``mfpde.load``), hold the same resolved config (a larger
+    ``solver.t_end`` aside: an extension), the particle count of ``initial.n`` and snapshot
+    times on this config's grid.  Nothing is written before these checks pass.
+    """
+    from ._filelock import PathLock
+    from .io import DamagedFileError, resume_conflict
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file to resume")
+    PathLock(path).acquire().release()  # a run writing it now: FileBusyError, before any reading
+    stored = load(path)
+    resume_conflict(path, stored.config, config.to_dict(), stored.status)
+    T = stored.n_snapshots
+    if T == 0:
+        return
+    if config.solver.method in ("particles", "pic") and config.initial.kind != "file":
+        N = stored.positions.shape[1]
+        if N != config.initial.n:
+            raise DamagedFileError(f"{path} holds {N} particles but its config says initial.n = {config.initial.n}")
+    if T > len(times) or not np.allclose(stored.times, times[:T], rtol=1e-12, atol=1e-300):
+        raise DamagedFileError(f"{path}: its {T} snapshot times are not the config's snapshot times "
+                               f"(0, {config.output.save_every:g}, ... {config.solver.t_end:g}); cannot resume it")
 
 
 class _Particles:

@@ -77,6 +77,7 @@ Fallback to the exact kernel (same result bit for bit as ``kernel="exact"``):
   estimated from the ranges of ``COUNT_GROUPS`` evenly spaced groups.
 """
 
+import collections
 import functools
 import math
 
@@ -722,6 +723,12 @@ def _band_count(alpha_median, m):
     return int(max(1, min(MAX_BANDS, m // MIN_BAND_SOURCES, math.ceil(math.pi / (CELL_FACTOR * alpha_median)))))
 
 
+#: Calls of :func:`truncated_sums` by outcome in this process: "truncated", or the reason of
+#: the exact fallback (without its numbers).  A run records the difference over its steps
+#: as the ``kernel_used`` attribute of its file.
+OUTCOMES: collections.Counter = collections.Counter()
+
+
 def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     """(N_i, S_i, M_i) (M_i in log2 units) of the truncated kernel; see the module docstring.
 
@@ -733,6 +740,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     m_all = len(Y)
 
     def exact(reason):
+        OUTCOMES["exact: " + reason.split(" (")[0]] += 1
         out = exact_sums(model, X, Y, weights)
         return (*out, TruncationInfo(reason, np.full(n, m_all), np.full(n, np.nan), m_all)) if return_info else out
 
@@ -827,6 +835,7 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
             _make_kernel(d, d, online)(q, geo, low, part, YsT, VsT, Ls, *index, num, den, smax, scanned)
     if len(dense):
         num[dense], den[dense], smax[dense] = exact_sums(model, X[dense], Y, weights)
+    OUTCOMES["truncated"] += 1
     if not return_info:
         return num, den, smax
     group = np.full(n, -1, dtype=np.int64)
