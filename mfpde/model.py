@@ -115,8 +115,13 @@ class Model:
                 "model.zero_temperature must be one of "
                 f"{', '.join(ZERO_TEMPERATURE_FIELDS)}, got {self.zero_temperature!r}"
             )
-        B = self.Q.T @ self.K
-        A = self.V @ B.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            B = self.Q.T @ self.K
+            A = self.V @ B.T
+        if not (np.all(np.isfinite(B)) and np.all(np.isfinite(A))):
+            peak = max(float(np.abs(m).max()) for m in (self.Q, self.K, self.V))
+            raise ValueError("model matrices must keep B = Q^T K and A = V B^T within float64, got "
+                             f"products that overflow (largest entry {peak:.3g})")
         for mat in (B, A):
             mat.setflags(write=False)
         set_(self, "B", B)
