@@ -136,6 +136,11 @@ def _cmd_study(args, stop: _StopRequests) -> int:
 
     config = load_config(args.config, args.overrides)
     path = args.output or config.output.path
+    from .options import OutputOptions
+    from .runner import check_output
+
+    OutputOptions(path=path)  # a usable file name (no NUL, not too long)
+    check_output(config, path, study=True)
     n_runs = len(expand(config, path))  # validates every run before any work
     bar = None
     if not args.quiet and sys.stderr.isatty():
@@ -179,8 +184,11 @@ def _cmd_plot(args, stop) -> int:
     if not os.path.exists(args.result):
         raise FileNotFoundError(f"{args.result}: no such file")
     kind = args.kind or ("rate" if is_study_file(args.result) else None)
-    fig = plot_file(args.result, kind)
     out = args.output or f"{os.path.splitext(args.result)[0]}_{kind or 'plot'}.png"
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"-o {out}: the directory {directory} does not exist")
+    fig = plot_file(args.result, kind)
     print(save_plot(fig, out))
     return 0
 
@@ -192,15 +200,44 @@ def _cmd_info(args, stop) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an error on one line; an OSError as "file: reason" without "[Errno n]"."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{os.fsdecode(exc.filename)}: {exc.strerror}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc)
+    return " ".join(text.split())
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``mfpde info x.h5 | head -1``): nothing more to say.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again;
+    the status is the one a process killed by SIGPIPE would have."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - stdout without a descriptor
+        pass
+    return 128 + 13
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     stop = _StopRequests()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         commands = {"run": _cmd_run, "study": _cmd_study, "plot": _cmd_plot, "info": _cmd_info}
-        return commands[args.command](args, stop)
-    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"mfpde: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        status = commands[args.command](args, stop)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as exc:
+        print(f"mfpde: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (OverflowError, FloatingPointError) as exc:
         print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -124,11 +124,11 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _foreign_file(path: str) -> str | None:
+def _foreign_file(path: str, fmt_wanted: str) -> str | None:
     """Why ``path`` (an existing file) is not mfpde's to replace, or None.
 
     A non-empty file that is not HDF5, or an HDF5 file whose ``format`` attribute is not
-    ``"mfpde"``, is someone else's.  An HDF5 file that does not open (a damaged run) is
+    ``fmt_wanted``, is someone else's.  An HDF5 file that does not open (a damaged run) is
     left to the writer's own checks.
     """
     import h5py
@@ -143,15 +143,16 @@ def _foreign_file(path: str) -> str | None:
     except Exception:  # damaged: the writer decides
         return None
     fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-    return None if fmt == "mfpde" else "is an HDF5 file without format = \"mfpde\""
+    return None if fmt == fmt_wanted else f"is an HDF5 file without format = \"{fmt_wanted}\""
 
 
-def check_output(config: Config, path, *, resume: bool = False) -> None:
+def check_output(config: Config, path, *, resume: bool = False, study: bool = False) -> None:
     """Refuse an output path that cannot or must not be written, before anything is made.
 
     Its directory must exist; it must not be the config file itself or ``initial.path``
     (input and output resolving to one file); an existing file that is not an mfpde file
-    is never overwritten, with or without ``force``.
+    is never overwritten, with or without ``force`` (``study=True``: an existing file must
+    be an mfpde study index).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -166,7 +167,7 @@ def check_output(config: Config, path, *, resume: bool = False) -> None:
         raise ValueError(f"output.path: {path} is initial.path, the file the initial state is read from; "
                          "choose another output")
     if not resume and os.path.isfile(path):
-        why = _foreign_file(path)
+        why = _foreign_file(path, "mfpde-study" if study else "mfpde")
         if why is not None:
             raise FileExistsError(f"output.path: {path} exists and {why}; mfpde will not overwrite it "
                                   "(even with --force): remove it or choose another output")
