@@ -34,7 +34,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .model import NORMALIZATIONS, ZERO_TEMPERATURE_FIELDS, Model
+from .model import MAX_ENTRY, NORMALIZATIONS, ZERO_TEMPERATURE_FIELDS, Model
 from .options import (
     InitialOptions,
     OutputOptions,
@@ -721,9 +721,9 @@ def _build_model(section: dict, source: str) -> Model:
             _, seed, scale = spec
             with np.errstate(over="ignore"):
                 mats[name] = np.random.default_rng(seed).standard_normal((d, d)) * (scale / math.sqrt(d))
-            if not np.all(np.isfinite(mats[name])):
+            if not np.abs(mats[name]).max() <= MAX_ENTRY:
                 raise ConfigError(source, f"model.{name}.scale",
-                                  f"must keep the entries within float64, got {_got(scale)} (entries overflow)")
+                                  f"must keep the entries <= {MAX_ENTRY:.0e} in size, got {_got(scale)}")
     # beta, normalization, zero_temperature
     beta = section.get("beta", 1.0)
     if isinstance(beta, str):

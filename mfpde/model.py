@@ -18,6 +18,9 @@ import numpy as np
 __all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS"]
 
 NORMALIZATIONS = ("softmax", "uniform")
+#: Largest entry accepted in Q, K, V and in B = Q^T K, A = V B^T: the eigen- and singular-value
+#: solvers square entries, which must stay within float64.
+MAX_ENTRY = 1e100
 ZERO_TEMPERATURE_FIELDS = ("continuum", "hardmax")
 
 
@@ -118,10 +121,11 @@ class Model:
         with np.errstate(over="ignore", invalid="ignore"):
             B = self.Q.T @ self.K
             A = self.V @ B.T
-        if not (np.all(np.isfinite(B)) and np.all(np.isfinite(A))):
-            peak = max(float(np.abs(m).max()) for m in (self.Q, self.K, self.V))
-            raise ValueError("model matrices must keep B = Q^T K and A = V B^T within float64, got "
-                             f"products that overflow (largest entry {peak:.3g})")
+        peak = max(float(np.abs(m).max()) for m in (self.Q, self.K, self.V, B, A))
+        if not peak <= MAX_ENTRY:  # NaN or inf too
+            raise ValueError(f"model matrices Q, K, V, B = Q^T K and A = V B^T must have entries of size <= "
+                             f"{MAX_ENTRY:.0e} (float64 eigen- and singular-value solvers square them), got "
+                             f"{peak:.3g}")
         for mat in (B, A):
             mat.setflags(write=False)
         set_(self, "B", B)

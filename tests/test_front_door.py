@@ -275,3 +275,121 @@ EXPECTED_REFUSALS = [
     "fv d=3 solver.integrator", "fv d=3 solver.rtol", "fv d=3 solver.atol",
     "fv d=2 model.zero_temperature", "fv d=3 model.zero_temperature", "pic d=2 model.zero_temperature",
 ]
+
+
+# ----------------------------------------------------------------------------- #15 item 6: errors that are not one line
+
+
+def test_plot_into_a_missing_directory(folder, capsys):
+    status, err = cli(capsys, "plot", "result.h5", "-o", "nodir/fig.png")
+    assert_one_line_error(status, err, "nodir", "does not exist")
+
+
+def test_study_into_a_missing_directory(folder, capsys):
+    (folder / "study.toml").write_text(BASE + '\n[study]\nsweep = { "model.beta" = [1, 2] }\nmetric = "mass"\n')
+    status, err = cli(capsys, "study", "study.toml", "-o", "nodir/s.h5")
+    assert_one_line_error(status, err, "nodir", "does not exist")
+    assert sorted(os.listdir(folder)) == ["result.h5", "run.toml", "study.toml"]
+
+
+def test_info_into_a_closed_pipe_is_quiet(folder):
+    """``mfpde info run.h5 | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "mfpde", "info", "result.h5"], cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader has gone before mfpde writes
+    err = proc.stderr.read().decode()
+    status = proc.wait(timeout=60)
+    assert err == "" and status == 141, (status, err)
+
+
+def test_yaml_number_read_as_a_string_gets_a_hint(folder, capsys):
+    (folder / "run.yaml").write_text("model:\n  d: 3\n  beta: 1e2\n")
+    status, err = cli(capsys, "run", "run.yaml", "-o", "new.h5")
+    assert_one_line_error(status, err, "model.beta", "'1e2'", "YAML 1.1 reads 1e2 as a string", "1.0e+2", "100.0")
+    (folder / "run.yaml").write_text("model:\n  d: 3\n  beta: 1.0e+2\n")
+    assert load_config(folder / "run.yaml").model.beta == 100.0
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_output_over_a_foreign_file_is_refused(folder, capsys, force):
+    """-o notes.txt on someone else's file: not an mfpde file, never overwritten (no --force hint)."""
+    (folder / "notes.txt").write_text("my notes\n")
+    status, err = cli(capsys, "run", "run.toml", "-o", "notes.txt", *(["--force"] if force else []))
+    assert_one_line_error(status, err, "notes.txt", "will not overwrite")
+    assert "pass --force" not in err
+    assert (folder / "notes.txt").read_text() == "my notes\n"
+
+
+# ----------------------------------------------------------------------------- #16: validation that hangs or lets through
+
+
+def test_yaml_alias_bomb_is_refused_quickly(folder, capsys):
+    """9 levels of 9 aliases under a key the run ignores: refused in well under 10 s."""
+    text = "model: {d: 3}\ninitial:\n  kind: uniform\n  means: [&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"
+    for i in range(1, 10):
+        text += f", &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
+    (folder / "bomb.yaml").write_text(text + "]\n")
+    start = time.perf_counter()
+    status, err = cli(capsys, "run", "bomb.yaml", "-o", "new.h5")
+    assert time.perf_counter() - start < 10
+    assert_one_line_error(status, err, "bomb.yaml", "aliases", "expand to more than")
+    assert not (folder / "new.h5").exists()
+
+
+def test_recursive_yaml_alias_is_refused(folder, capsys):
+    (folder / "loop.yaml").write_text("model: {d: 3}\ninitial:\n  means: &a [1, *a]\n")
+    status, err = cli(capsys, "run", "loop.yaml", "-o", "new.h5")
+    assert_one_line_error(status, err, "recursive")
+
+
+HUGE = [
+    (["initial.n=1000000000000"], "initial.n", "memory"),
+    (["model.d=2", "solver.method=fv", "initial.n=1000", "solver.cells=1000000000000"], "solver.cells", "memory"),
+    (["model.d=2", "solver.method=pic", "solver.cells=1000000000000"], "solver.cells", "memory"),
+    (["output.save_every=1e-12"], "output.save_every", "snapshots"),
+    (["solver.dt=5e-324"], "solver.dt", "steps"),
+    (["solver.t_end=1.7e308"], "solver.dt", "steps"),
+    (["solver.t_end=1.7e308", "solver.dt=1e300", "output.save_every=1e300"], "output.save_every", "snapshots"),
+    (['output.path="' + "x" * 5000 + '.h5"'], "output.path", "4096 bytes"),
+    (['output.path="' + "d/" * 10 + "y" * 300 + '.h5"'], "output.path", "255 bytes"),
+    (['output.path="o\\u0000ops.h5"'], "output.path", "'\\x00'"),
+    (['initial.kind="file"', 'initial.path="' + "z" * 5000 + '.npy"'], "initial.path", "4096 bytes"),
+    (['model.Q={random="gaussian", scale=1e308}', 'model.K={random="gaussian", scale=1e308}'], "model.Q.scale", "1e+100"),
+    (["model.Q=1e60", "model.K=1e60"], "model", "entries of size <= 1e+100"),
+    (['model.Q={random="gaussian", scale=1e308}', "model.d=400"], "model.Q.scale", "1e+100"),
+    (["-o run.toml"], "run.toml", "config file"),
+    (['initial.kind="file"', 'initial.path="result.h5"'], "initial.path", "choose another output"),
+]
+
+
+@pytest.mark.parametrize("overrides, key, words", HUGE, ids=[h[1] + ":" + h[0][-1][:30] for h in HUGE])
+def test_extremes_are_refused_before_the_result_is_touched(folder, capsys, overrides, key, words):
+    """Each probe of #16 against an existing result with --force: one line naming the key,
+    exit 2, within 10 s, and result.h5 and run.toml byte for byte as they were."""
+    before = {name: digest(folder / name) for name in ("result.h5", "run.toml")}
+    output = next((item[3:] for item in overrides if item.startswith("-o ")), "result.h5")
+    args = ["run", "run.toml", "-o", output, "--force"]
+    for item in overrides:
+        if not item.startswith("-o "):
+            args += ["--set", item]
+    start = time.perf_counter()
+    status, err = cli(capsys, *args)
+    assert time.perf_counter() - start < 10
+    assert_one_line_error(status, err, key, words)
+    assert {name: digest(folder / name) for name in before} == before
+    assert sorted(os.listdir(folder)) == ["result.h5", "run.toml"]
+
+
+def test_initial_path_equal_to_output_is_refused_unless_different(folder, capsys):
+    """An input and an output that resolve to one file (a symlink here) are refused; a copy is fine."""
+    os.symlink(folder / "result.h5", folder / "link.h5")
+    before = digest(folder / "result.h5")
+    status, err = cli(capsys, "run", "run.toml", "-o", "link.h5", "--force",
+                      "--set", 'initial.kind="file"', "--set", 'initial.path="result.h5"')
+    assert_one_line_error(status, err, "initial.path")
+    assert digest(folder / "result.h5") == before
+    status, err = cli(capsys, "run", "run.toml", "-o", "copy.h5",
+                      "--set", 'initial.kind="file"', "--set", 'initial.path="result.h5"')
+    assert status == 0, err
+    np.testing.assert_allclose(mfpde.load(folder / "copy.h5").positions[0], mfpde.load(folder / "result.h5").positions[0],
+                               rtol=0, atol=1e-15)
