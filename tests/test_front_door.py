@@ -393,3 +393,97 @@ def test_initial_path_equal_to_output_is_refused_unless_different(folder, capsys
     assert status == 0, err
     np.testing.assert_allclose(mfpde.load(folder / "copy.h5").positions[0], mfpde.load(folder / "result.h5").positions[0],
                                rtol=0, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- #16: property test of extreme configs
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_EXTREME_NUMBERS = [0, 1, -1, 2, 3, 4097, 2**31, 2**53 + 1, 2**63 - 1, 10**12, 0.0, -0.0, 5e-324, 1e-300,
+                    1e-12, 0.5, 1e12, 1e300, 1.7e308, "inf", "-inf", "nan"]
+_EXTREME_TEXT = ['""', '"\\u0000"', '"' + "p" * 5000 + '.h5"', '"' + "q" * 300 + '.h5"', '"1e2"', '"inf"',
+                 '"run.toml"', '"result.h5"', '"a.npy"', '"fv"', '"pic"', '"truncated"', '"rk45"', '"file"',
+                 '"uniform"', "true", "[]", "[1e308, -1e308]", "[[1e308]]", '{random = "gaussian", scale = 1e308}']
+_EXTREME_KEYS = ["model.d", "model.beta", "model.Q", "model.V", "model.Q.scale", "model.normalization",
+                 "initial.kind", "initial.n", "initial.seed", "initial.amplitude", "initial.mode", "initial.path",
+                 "initial.snapshot", "initial.means", "solver.method", "solver.integrator", "solver.dt", "solver.cfl",
+                 "solver.t_end", "solver.cells", "solver.kernel", "solver.tolerance", "solver.rtol",
+                 "output.path", "output.save_every", "output.diagnostics", "wasserstein.p"]
+_extreme_value = st.one_of(st.sampled_from(_EXTREME_NUMBERS).map(str), st.sampled_from(_EXTREME_TEXT),
+                           st.floats(allow_nan=True, allow_infinity=True).map(repr).map(
+                               lambda t: {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(t, t)),
+                           st.integers(min_value=-(2**70), max_value=2**70).map(str))
+_extreme_changes = st.dictionaries(st.sampled_from(_EXTREME_KEYS), _extreme_value, min_size=1, max_size=4)
+
+
+class _ReachedWriter(BaseException):
+    """Raised where the run would open its output: every input has been read and checked."""
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("finished") / "result.h5"
+    (path.parent / "run.toml").write_text(BASE)
+    mfpde.run(str(path.parent / "run.toml"), output=str(path))
+    return path
+
+
+def _check_extreme(finished_run, changes):
+    """Run ``mfpde run run.toml -o result.h5 --force`` with ``changes`` over an existing result:
+    exit 2 with one line, or validation passes and reaches the writer; within 10 s; no file
+    created or changed before the writer.  (Memory is capped at 256 MB so that a config
+    which passes builds a small initial state.)"""
+    import shutil
+    import tempfile
+    from unittest import mock
+
+    def writer(*args, **kwargs):
+        raise _ReachedWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(finished_run, os.path.join(tmp, "result.h5"))
+        # initial.n at its default, so that fv and the other methods are reached alike
+        with open(os.path.join(tmp, "run.toml"), "w") as f:
+            f.write(BASE.replace("n = 20\n", ""))
+        np.save(os.path.join(tmp, "a.npy"), _unit(np.random.default_rng(0), 10, 3))
+        before = {name: digest(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+        args = ["run", "run.toml", "-o", "result.h5", "--force"]
+        for key, value in changes.items():
+            args += ["--set", f"{key}={value}"]
+        old_cwd = os.getcwd()
+        os.chdir(tmp)
+        err = None
+        try:
+            with mock.patch("mfpde.runner.RunWriter", writer), \
+                    mock.patch("mfpde.runner._memory_bytes", lambda: 2**28), \
+                    mock.patch("sys.stderr", new_callable=__import__("io").StringIO) as stderr:
+                start = time.perf_counter()
+                try:
+                    status = main(args)
+                except _ReachedWriter:
+                    status = "writer"
+                elapsed = time.perf_counter() - start
+                err = stderr.getvalue()
+        finally:
+            os.chdir(old_cwd)
+        after = {name: digest(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+    assert elapsed < 10, (changes, elapsed)
+    assert status in ("writer", 2), (changes, status, err)
+    if status == 2:
+        assert err.startswith("mfpde: error: ") and err.count("\n") == 1, (changes, err)
+        assert "Traceback" not in err and "Errno" not in err, (changes, err)
+    assert after == before, changes
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(changes=_extreme_changes)
+def test_extreme_configs_are_refused_in_one_line_or_reach_the_writer(finished_run, changes):
+    _check_extreme(finished_run, changes)
+
+
+@pytest.mark.slow
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(changes=_extreme_changes)
+def test_extreme_configs_many(finished_run, changes):
+    _check_extreme(finished_run, changes)
