@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS"]
+__all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS", "MAX_ENTRY"]
 
 NORMALIZATIONS = ("softmax", "uniform")
 #: Largest entry accepted in Q, K, V and in B = Q^T K, A = V B^T: the eigen- and singular-value

@@ -169,8 +169,9 @@ def check_output(config: Config, path, *, resume: bool = False, study: bool = Fa
     if not resume and os.path.isfile(path):
         why = _foreign_file(path, "mfpde-study" if study else "mfpde")
         if why is not None:
-            raise FileExistsError(f"output.path: {path} exists and {why}; mfpde will not overwrite it "
-                                  "(even with --force): remove it or choose another output")
+            even = "" if study else " (even with --force)"
+            raise FileExistsError(f"output.path: {path} exists and {why}; mfpde will not overwrite it{even}: "
+                                  "remove it or choose another output")
 
 
 #: Working copies of the state a run holds at once (integrator stages, the field, diagnostics).

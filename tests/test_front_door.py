@@ -487,3 +487,18 @@ def test_extreme_configs_are_refused_in_one_line_or_reach_the_writer(finished_ru
 @given(changes=_extreme_changes)
 def test_extreme_configs_many(finished_run, changes):
     _check_extreme(finished_run, changes)
+
+
+def test_fv_solvers_refuse_options_they_ignore():
+    """The Python API too: an FV solver given a non-default integrator, or the circle's
+    solver the truncated kernel, refuses instead of ignoring it."""
+    from mfpde.options import SolverOptions
+    from mfpde.solvers import FVCircleSolver, FVSphereSolver
+
+    with pytest.raises(ValueError, match="solver.integrator"):
+        FVCircleSolver(mfpde.Model(d=2), SolverOptions(method="fv", integrator="euler", cells=16))
+    with pytest.raises(ValueError, match="solver.integrator"):
+        FVSphereSolver(mfpde.Model(d=3), SolverOptions(method="fv", integrator="heun", cells=42))
+    with pytest.raises(ValueError, match="solver.kernel"):
+        FVCircleSolver(mfpde.Model(d=2), SolverOptions(method="fv", kernel="truncated", cells=16))
+    FVSphereSolver(mfpde.Model(d=3), SolverOptions(method="fv", kernel="truncated", cells=42))  # used on S^2
