@@ -8,6 +8,7 @@ status "interrupted" and exits 130 / 143 after saying how to resume it.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import signal
@@ -19,6 +20,9 @@ from ._version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+#: OSErrors that come from the name given, not from the machine (exit 2, not 1).
+_BAD_NAME_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                    errno.ELOOP, errno.EEXIST, errno.ENOENT, errno.EINVAL}
 
 
 class _Stopped(BaseException):
@@ -185,6 +189,12 @@ def _cmd_plot(args, stop) -> int:
         raise FileNotFoundError(f"{args.result}: no such file")
     kind = args.kind or ("rate" if is_study_file(args.result) else None)
     out = args.output or f"{os.path.splitext(args.result)[0]}_{kind or 'plot'}.png"
+    from .options import _check_path
+
+    try:
+        _check_path("plot", "output", out)
+    except ValueError as exc:
+        raise ValueError(f"-o {str(exc).partition(' ')[2]}") from None
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"-o {out}: the directory {directory} does not exist")
@@ -239,6 +249,9 @@ def main(argv=None) -> int:
             PermissionError) as exc:
         print(f"mfpde: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # a name the system refuses is bad input; a failing disk is not
+        print(f"mfpde: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.errno in _BAD_NAME_ERRNOS else EXIT_FAILED
     except (OverflowError, FloatingPointError) as exc:
         print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_FAILED

@@ -502,3 +502,10 @@ def test_fv_solvers_refuse_options_they_ignore():
     with pytest.raises(ValueError, match="solver.kernel"):
         FVCircleSolver(mfpde.Model(d=2), SolverOptions(method="fv", kernel="truncated", cells=16))
     FVSphereSolver(mfpde.Model(d=3), SolverOptions(method="fv", kernel="truncated", cells=42))  # used on S^2
+
+
+@pytest.mark.parametrize("name", ["x" * 5000 + ".png", "y" * 300 + ".png"])
+def test_plot_to_a_name_too_long(folder, capsys, name):
+    status, err = cli(capsys, "plot", "result.h5", "-o", name)
+    assert_one_line_error(status, err, "-o must")
+    assert sorted(os.listdir(folder)) == ["result.h5", "run.toml"]
