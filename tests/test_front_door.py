@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import mfpde
 from mfpde.cli import main
@@ -397,8 +399,6 @@ def test_initial_path_equal_to_output_is_refused_unless_different(folder, capsys
 
 # ----------------------------------------------------------------------------- #16: property test of extreme configs
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _EXTREME_NUMBERS = [0, 1, -1, 2, 3, 4097, 2**31, 2**53 + 1, 2**63 - 1, 10**12, 0.0, -0.0, 5e-324, 1e-300,
                     1e-12, 0.5, 1e12, 1e300, 1.7e308, "inf", "-inf", "nan"]
