@@ -12,6 +12,7 @@ ends the command with one line and 128 + the first signal's number.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import signal
@@ -21,6 +22,9 @@ from ._version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+#: OSErrors that come from the name given, not from the machine (exit 2, not 1).
+_BAD_NAME_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                    errno.ELOOP, errno.EEXIST, errno.ENOENT, errno.EINVAL}
 
 
 class _Stopped(BaseException):
@@ -186,6 +190,11 @@ def _cmd_study(args, stop: _StopRequests) -> int:
     stop.check()  # a signal during the imports
     config = load_config(args.config, args.overrides)
     path = args.output or config.output.path
+    from .options import OutputOptions
+    from .runner import check_output
+
+    OutputOptions(path=path)  # a usable file name (no NUL, not too long)
+    check_output(config, path, study=True)
     n_runs = len(expand(config, path))  # validates every run before any work
     stop.check()
     bar = None
@@ -245,8 +254,17 @@ def _cmd_plot(args, stop) -> int:
     if out is not None and os.path.splitext(out)[1].lower() not in (".png", ".pdf", ".svg"):
         raise ValueError(f"-o must end in .png, .pdf or .svg, got {out!r}")
     kind = args.kind or ("rate" if is_study_file(args.result) else None)
-    fig = plot_file(args.result, kind, args.series)
     out = args.output or f"{os.path.splitext(args.result)[0]}_{kind or 'plot'}.png"
+    from .options import _check_path
+
+    try:
+        _check_path("plot", "output", out)
+    except ValueError as exc:
+        raise ValueError(f"-o {str(exc).partition(' ')[2]}") from None
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"-o {out}: the directory {directory} does not exist")
+    fig = plot_file(args.result, kind, args.series)
     print(save_plot(fig, out))
     return 0
 
@@ -258,64 +276,6 @@ def _cmd_info(args, stop) -> int:
     return 0
 
 
-def _cmd_example(args, stop) -> int:
-    from ._examples import example_names, example_summary, example_text
-
-    if args.name is None:
-        if args.output is not None:
-            raise ValueError("-o needs an example NAME (mfpde example NAME -o FILE)")
-        names = example_names()
-        width = max(len(n) for n in names)
-        for name in names:
-            print(f"{name:<{width}}  {example_summary(name)}")
-        return 0
-    text = example_text(args.name)
-    if args.output == "-":
-        sys.stdout.write(text)
-        return 0
-    out = args.output or f"{args.name}.toml"
-    if os.path.isdir(out):
-        raise IsADirectoryError(f"{out} is a directory; give a file name with -o")
-    if os.path.exists(out) and not args.force:
-        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-    directory = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"-o: the directory {directory} does not exist")
-    with open(out, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    print(f"{out}: the {args.name!r} example; run it with: mfpde run {out}")
-    return 0
-
-
-def _cmd_animate(args, stop) -> int:
-    _headless_matplotlib()
-    from .animation import animate_file
-
-    if not os.path.exists(args.result):
-        raise FileNotFoundError(f"{args.result}: no such file")
-    out = args.output or f"{os.path.splitext(args.result)[0]}.gif"
-    bar = None
-    if not args.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit="frame", file=sys.stderr)
-
-    def on_frame(i, n):
-        if bar is not None:
-            bar.total = n
-            bar.update(1)
-        stop.check()
-
-    try:
-        path = animate_file(args.result, out, fps=args.fps, on_frame=on_frame)
-    except (KeyboardInterrupt, _Stopped) as exc:
-        print(f"mfpde: animation interrupted; {out} not written", file=sys.stderr)
-        return 128 + int(getattr(exc, "signum", signal.SIGINT))
-    finally:
-        if bar is not None:
-            bar.close()
-    print(path)
-    return 0
 
 
 def main(argv=None) -> int:
@@ -328,18 +288,10 @@ def main(argv=None) -> int:
     stop = _StopRequests()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        args = _parser().parse_args(argv)
-        commands = {"run": _cmd_run, "study": _cmd_study, "plot": _cmd_plot, "info": _cmd_info,
-                    "example": _cmd_example, "animate": _cmd_animate}
-        return commands[args.command](args, stop)
-    except (KeyboardInterrupt, _Stopped) as exc:
-        signum = int(getattr(exc, "signum", None) or stop.signum or signal.SIGINT)
-        stop.raised = True
-        print(f"mfpde: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
-        return 128 + signum
-    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"mfpde: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # a name the system refuses is bad input; a failing disk is not
+        print(f"mfpde: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.errno in _BAD_NAME_ERRNOS else EXIT_FAILED
     except (OverflowError, FloatingPointError) as exc:
         print(f"mfpde: run failed: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_FAILED

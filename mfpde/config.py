@@ -35,7 +35,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .model import NORMALIZATIONS, ZERO_TEMPERATURE_FIELDS, Model
+from .model import MAX_ENTRY, NORMALIZATIONS, ZERO_TEMPERATURE_FIELDS, Model
 from .options import (
     InitialOptions,
     OutputOptions,
@@ -54,10 +54,24 @@ __all__ = [
     "check_dotted_key",
     "SECTIONS",
     "MAX_D",
+    "MAX_STEPS",
+    "MAX_SNAPSHOTS",
+    "MAX_YAML_VALUES",
 ]
 
 #: Largest accepted ``model.d`` (three d x d float64 matrices must fit in memory).
 MAX_D = 4096
+
+#: Most time steps t_end / dt a run may take: at 1e12 steps t + dt keeps only about four
+#: digits of dt in float64, and no run of that length finishes.
+MAX_STEPS = 10**12
+
+#: Most snapshots t_end / save_every + 1 a run may write (the time grid is built in memory).
+MAX_SNAPSHOTS = 10**7
+
+#: Most values a YAML file may expand to through its aliases (``*name``): beyond it the
+#: file is refused rather than walked (an "alias bomb").
+MAX_YAML_VALUES = 10**6
 
 _MODEL_KEYS = ("d", "beta", "normalization", "zero_temperature", "Q", "K", "V")
 _MATRICES = ("Q", "K", "V")
@@ -403,10 +417,14 @@ def load_config(path_or_dict: str | os.PathLike | dict, overrides: Sequence[str]
     try:
         return _build(data, source, base, overridden)
     except ConfigError as err:
+        if source.lower().endswith((".yaml", ".yml")):
+            hint = _yaml_number_hint(data, err.message)
+            if hint:
+                err = ConfigError(err.file, err.key, err.message + hint)
         if err.key and any(err.key == k or err.key.startswith(k + ".") or err.key.startswith(k + "[")
                            for k in overridden):
             raise err.with_file("<command line>") from None
-        raise
+        raise err from None
 
 
 def config_from_dict(d: dict, source: str = "<dict>", base_dir=None) -> Config:
@@ -448,7 +466,66 @@ def _read_file(path) -> dict:
         raise ConfigError(source, None, f"invalid YAML: {exc}") from None
     if data is None:
         data = {}
+    _check_yaml_size(source, data)
     return data
+
+
+def _check_yaml_size(source: str, data) -> None:
+    """Refuse YAML whose aliases make it recursive or expand it past MAX_YAML_VALUES values.
+
+    PyYAML builds one object per anchor and shares it at every alias, so a small file can
+    stand for an exponentially large tree.  The expanded size is counted once per distinct
+    object (memoised by id), iteratively, in time linear in the file.
+    """
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+    stack = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, (list, dict)):
+            continue
+        key = id(node)
+        children = list(node.values()) if isinstance(node, dict) else node
+        if done:
+            open_ids.discard(key)
+            total = 1 + sum(sizes.get(id(c), 1) if isinstance(c, (list, dict)) else 1 for c in children)
+            sizes[key] = total
+            if total > MAX_YAML_VALUES:
+                raise ConfigError(source, None, f"its aliases (*name) expand to more than {MAX_YAML_VALUES} "
+                                                "values; write the values out or use fewer aliases")
+            continue
+        if key in sizes:
+            continue
+        if key in open_ids:
+            raise ConfigError(source, None, "an alias (*name) refers to a value that contains it; "
+                                            "a config cannot be recursive")
+        open_ids.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, (list, dict)))
+
+
+_YAML11_NUMBER = re.compile(r"[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+")
+
+
+def _yaml_number_hint(data, message: str) -> str:
+    """A hint when ``message`` shows a string that YAML 1.1 left unread as a number (``1e2``)."""
+    seen, stack = set(), [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (list, dict)):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.extend(node.values() if isinstance(node, dict) else node)
+        elif isinstance(node, str) and _YAML11_NUMBER.fullmatch(node.strip()) and repr(node) in message:
+            mantissa, _, exponent = node.strip().replace("E", "e").partition("e")
+            if "." not in mantissa:
+                mantissa += ".0"
+            if exponent[0] not in "+-":
+                exponent = "+" + exponent
+            return (f" (YAML 1.1 reads {node} as a string, not a number: write {mantissa}e{exponent} "
+                    f"or {float(node)!r})")
+    return ""
 
 
 def _build(data, source: str, base: Path, overridden) -> Config:
@@ -479,8 +556,72 @@ def _build(data, source: str, base: Path, overridden) -> Config:
         if study.metric not in output.diagnostics:  # the study needs its metric recorded
             output = output.replace(diagnostics=tuple(output.diagnostics) + (study.metric,))
     _check_diagnostics(output.diagnostics, source, "output.diagnostics")
+    _check_counts(solver, output, source)
+    _check_used_keys(model, initial, solver, source)
     return Config(model=model, initial=initial, solver=solver, output=output,
                   wasserstein=wasserstein, study=study, source=source)
+
+
+# ----------------------------------------------------------------------------- sizes and keys per method
+
+
+def _check_counts(solver: SolverOptions, output: OutputOptions, source: str) -> None:
+    """Steps t_end / dt and snapshots t_end / save_every must be finite and within bounds."""
+    steps = solver.t_end / solver.dt
+    if not steps <= MAX_STEPS:  # also catches inf
+        raise ConfigError(source, "solver.dt",
+                          f"must allow t_end / dt <= {MAX_STEPS:.0e} steps, got t_end / dt = {steps:.3g} "
+                          f"(t_end = {solver.t_end!r}, dt = {solver.dt!r})")
+    snapshots = solver.t_end / output.save_every
+    if not snapshots <= MAX_SNAPSHOTS:
+        raise ConfigError(source, "output.save_every",
+                          f"must allow t_end / save_every <= {MAX_SNAPSHOTS:.0e} snapshots, got "
+                          f"{snapshots:.3g} (t_end = {solver.t_end!r}, save_every = {output.save_every!r})")
+
+
+def _uses(section: str, key: str, method: str, d: int, solver: SolverOptions):
+    """None when ``section.key`` takes effect for this method, else why it does not."""
+    fv_circle = method == "fv" and d == 2
+    if section == "initial" and key in ("n", "seed", "sampling") and method == "fv":
+        return "finite volumes integrate rho_0 over the cells (no particles, no sampling)"
+    if section != "solver":
+        return None
+    if key == "integrator" and method == "fv":
+        return "finite volumes always step with SSP-RK3"
+    if key == "cfl" and method != "fv":
+        return "its step is solver.dt (the CFL number bounds the finite-volume step only)"
+    if key == "cells" and method == "particles":
+        return "particles use no mesh"
+    if key == "kernel" and fv_circle:
+        return "finite volumes on the circle compute the exact field (FFT or direct sums)"
+    if key == "tolerance":
+        if fv_circle:
+            return "finite volumes on the circle compute the exact field (FFT or direct sums)"
+        if solver.kernel != "truncated":
+            return "it is the threshold of solver.kernel = \"truncated\" only"
+    if key in ("rtol", "atol"):
+        if method == "fv":
+            return "finite volumes always step with SSP-RK3"
+        if solver.integrator != "rk45":
+            return "it controls solver.integrator = \"rk45\" only"
+    return None
+
+
+def _check_used_keys(model: Model, initial: InitialOptions, solver: SolverOptions, source: str) -> None:
+    """Refuse a non-default value of a key that the chosen method would ignore."""
+    method = solver.method
+    where = f"solver.method = {method!r}" + (f" with d = {model.d}" if method == "fv" else "")
+    for section, options in (("initial", initial), ("solver", solver)):
+        defaults = type(options)()
+        for key in SECTIONS[section]:
+            value, default = getattr(options, key), getattr(defaults, key)
+            if value == default:
+                continue
+            why = _uses(section, key, method, model.d, solver)
+            if why is not None:
+                raise ConfigError(source, f"{section}.{key}",
+                                  f"is not used by {where}: {why}; remove it or leave it at its "
+                                  f"default {_got(default)}, got {_got(value)}")
 
 
 # ----------------------------------------------------------------------------- [model]
@@ -601,7 +742,11 @@ def _build_model(section: dict, source: str) -> Model:
             mats[name] = spec[1]
         else:
             _, seed, scale = spec
-            mats[name] = np.random.default_rng(seed).standard_normal((d, d)) * (scale / math.sqrt(d))
+            with np.errstate(over="ignore"):
+                mats[name] = np.random.default_rng(seed).standard_normal((d, d)) * (scale / math.sqrt(d))
+            if not np.abs(mats[name]).max() <= MAX_ENTRY:
+                raise ConfigError(source, f"model.{name}.scale",
+                                  f"must keep the entries <= {MAX_ENTRY:.0e} in size, got {_got(scale)}")
     # beta, normalization, zero_temperature
     beta = section.get("beta", 1.0)
     if isinstance(beta, str):

@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS"]
+__all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS", "MAX_ENTRY"]
 
 #: The attention normalizations (``Model.normalization``).
 NORMALIZATIONS = ("softmax", "uniform")
+#: Largest entry accepted in Q, K, V and in B = Q^T K, A = V B^T: the eigen- and singular-value
+#: solvers square entries, which must stay within float64.
+MAX_ENTRY = 1e100
+
 #: The fields at beta = inf (``Model.zero_temperature``).
 ZERO_TEMPERATURE_FIELDS = ("continuum", "hardmax")
 
@@ -117,8 +121,14 @@ class Model:
                 "model.zero_temperature must be one of "
                 f"{', '.join(ZERO_TEMPERATURE_FIELDS)}, got {self.zero_temperature!r}"
             )
-        B = self.Q.T @ self.K
-        A = self.V @ B.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            B = self.Q.T @ self.K
+            A = self.V @ B.T
+        peak = max(float(np.abs(m).max()) for m in (self.Q, self.K, self.V, B, A))
+        if not peak <= MAX_ENTRY:  # NaN or inf too
+            raise ValueError(f"model matrices Q, K, V, B = Q^T K and A = V B^T must have entries of size <= "
+                             f"{MAX_ENTRY:.0e} (float64 eigen- and singular-value solvers square them), got "
+                             f"{peak:.3g}")
         for mat in (B, A):
             mat.setflags(write=False)
         set_(self, "B", B)

@@ -9,6 +9,7 @@ adds the file name and the CLI turns it into one line with exit status 2.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 __all__ = [
@@ -50,6 +51,30 @@ def _positive(section: str, key: str, value, *, integer=False, allow_zero=False)
     if not ok or (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{section}.{key} must be {kind} {bound}, got {value!r}")
+
+
+#: Longest accepted file name, in bytes of its UTF-8 form, and longest name component
+#: (POSIX PATH_MAX and NAME_MAX on Linux): longer names fail in the operating system.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+
+def _check_path(section: str, key: str, value: str):
+    """ValueError unless ``value`` can name a file: no NUL or control character, at most
+    MAX_PATH_BYTES bytes in all and MAX_NAME_BYTES per component."""
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ValueError(f"{section}.{key} must be a printable file name, got one with the character {bad!r}")
+    try:
+        raw = os.fsencode(value)
+    except UnicodeEncodeError:
+        raise ValueError(f"{section}.{key} must be a file name this system can encode, got {value[:40]!r}") from None
+    if len(raw) > MAX_PATH_BYTES:
+        raise ValueError(f"{section}.{key} must be at most {MAX_PATH_BYTES} bytes long, got {len(raw)}")
+    longest = max(len(part) for part in raw.split(b"/"))
+    if longest > MAX_NAME_BYTES:
+        raise ValueError(f"{section}.{key} must have names of at most {MAX_NAME_BYTES} bytes between "
+                         f"slashes, got one of {longest}")
 
 
 def _choice(section: str, key: str, value, choices):
@@ -142,6 +167,7 @@ class InitialOptions(_Section):
         elif self.kind == "file":
             if not isinstance(self.path, str) or not self.path:
                 raise ValueError("initial.path must name a .h5 or .npy file for kind = \"file\"")
+            _check_path(s, "path", self.path)
 
     def _check_mixture(self, keys):
         n = len(self.means)
@@ -203,6 +229,7 @@ class OutputOptions(_Section):
     def __post_init__(self):
         if not isinstance(self.path, str) or not self.path:
             raise ValueError(f"output.path must be a file name, got {self.path!r}")
+        _check_path("output", "path", self.path)
         _positive("output", "save_every", self.save_every)
         if not (_is_number(self.cluster_threshold) and 0 <= self.cluster_threshold < 1):
             raise ValueError(f"output.cluster_threshold must be a number in [0, 1) (a fraction of the "

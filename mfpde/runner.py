@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import shutil
 from typing import Callable, Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ from .solvers.fv_circle import MAX_CFL
 from .solvers.fv_sphere import MAX_CFL as MAX_CFL_SPHERE
 from .solvers.pic import MIN_CELLS as PIC_MIN_CELLS
 
-__all__ = ["run", "snapshot_times", "IMPLEMENTED_METHODS"]
+__all__ = ["run", "check_output", "snapshot_times", "IMPLEMENTED_METHODS"]
 
 #: The solver methods this version runs.
 IMPLEMENTED_METHODS = ("particles", "fv", "pic")
@@ -116,6 +117,107 @@ def _check_pic(config: Config) -> None:
         )
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (the same resolved path, or hard links of one file)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _foreign_file(path: str, fmt_wanted: str) -> str | None:
+    """Why ``path`` (an existing file) is not mfpde's to replace, or None.
+
+    A non-empty file that is not HDF5, or an HDF5 file whose ``format`` attribute is not
+    ``fmt_wanted``, is someone else's.  An HDF5 file that does not open (a damaged run) is
+    left to the writer's own checks.
+    """
+    import h5py
+
+    if os.path.getsize(path) == 0:
+        return None
+    if not h5py.is_hdf5(path):
+        return "is not an HDF5 file"
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+    except Exception:  # damaged: the writer decides
+        return None
+    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    return None if fmt == fmt_wanted else f"is an HDF5 file without format = \"{fmt_wanted}\""
+
+
+def check_output(config: Config, path, *, resume: bool = False, study: bool = False) -> None:
+    """Refuse an output path that cannot or must not be written, before anything is made.
+
+    Its directory must exist; it must not be the config file itself or ``initial.path``
+    (input and output resolving to one file); an existing file that is not an mfpde file
+    is never overwritten, with or without ``force`` (``study=True``: an existing file must
+    be an mfpde study index).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"output.path: {path} is a directory")
+    source = config.source
+    if not source.startswith("<") and _same_file(path, source):
+        raise ValueError(f"output.path: {path} is the config file {source}; choose another output")
+    if config.initial.kind == "file" and _same_file(path, config.initial.path):
+        raise ValueError(f"output.path: {path} is initial.path, the file the initial state is read from; "
+                         "choose another output")
+    if not resume and os.path.isfile(path):
+        why = _foreign_file(path, "mfpde-study" if study else "mfpde")
+        if why is not None:
+            even = "" if study else " (even with --force)"
+            raise FileExistsError(f"output.path: {path} exists and {why}; mfpde will not overwrite it{even}: "
+                                  "remove it or choose another output")
+
+
+#: Working copies of the state a run holds at once (integrator stages, the field, diagnostics).
+_STATE_COPIES = 16
+
+
+def _memory_bytes() -> int:
+    """The machine's physical memory in bytes (a bound no run can exceed)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 2**40
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def _check_resources(config: Config, n_snapshots: int, path: str) -> None:
+    """Refuse a run whose state cannot fit in memory or whose file cannot fit on its disk."""
+    solver, d = config.solver, config.model.d
+    if solver.method == "fv":
+        size, what, key = solver.cells, f"{solver.cells} cells", "solver.cells"
+    else:
+        size, what, key = config.initial.n * d, f"{config.initial.n} x {d} positions", "initial.n"
+    if solver.method == "pic" and solver.cells > config.initial.n:
+        size, what, key = solver.cells * d, f"{solver.cells} cells x {d}", "solver.cells"
+    need, have = _STATE_COPIES * 8.0 * size, _memory_bytes()
+    if need > have:
+        raise ConfigError(config.source, key, f"needs about {_gb(need)} of memory ({_STATE_COPIES} copies of "
+                                              f"{what} in float64), this machine has {_gb(have)}")
+    per_snapshot = 8.0 * (solver.cells if solver.method == "fv" else config.initial.n * d)
+    file_size = n_snapshots * per_snapshot
+    directory = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(directory).free
+    if os.path.isfile(path):
+        free += os.path.getsize(path)
+    if file_size > free:
+        raise ConfigError(config.source, "output.save_every",
+                          f"gives {n_snapshots} snapshots of {what}, about {_gb(file_size)}; {directory} has "
+                          f"{_gb(free)} free")
+
+
 def run(
     config: str | os.PathLike | dict | Config,
     *,
@@ -156,29 +258,36 @@ def run(
     _check_runnable(config)
     times = snapshot_times(config.solver.t_end, config.output.save_every)
     path = config.output.path
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"output.path: the directory {directory} does not exist")
     if progress:
         return _with_progress_bar(config, path, resume, force, on_step)
+    check_output(config, path, resume=resume)
+    _check_resources(config, len(times), path)
     if resume:
         _check_resumable(path, config, times)  # before the file is opened for writing
     method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
     names = config.output.diagnostics
+
+    def context_of(state0):
+        return make_context(config.model, *method.measure(state0), config.wasserstein,
+                            memory_budget=W_MEMORY_BUDGET, cluster_threshold=config.output.cluster_threshold,
+                            cell_areas=getattr(method, "cell_areas", None))
+
+    def start():  # the initial state and its limit measure: every input read and checked
+        state0 = method.initial_state()
+        return state0, context_of(state0)
+
+    fresh = None if resume else start()  # before the writer touches the output
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
                    force=force, provenance=_provenance(config)) as writer:
         if resume and writer.n_snapshots > 0:
             state0 = method.stored_initial_state(load(path))
             t_last, state = writer.last_snapshot()
             remaining = times[times > t_last * (1 + 1e-12)]
+            context = context_of(state0)
         else:
-            state0 = method.initial_state()
+            state0, context = fresh if fresh is not None else start()
             state, t_last, remaining = state0, 0.0, times
             method.write_static(writer)
-        context = make_context(config.model, *method.measure(state0), config.wasserstein,
-                               memory_budget=W_MEMORY_BUDGET, cluster_threshold=config.output.cluster_threshold,
-                               cell_areas=getattr(method, "cell_areas", None))
-        if not resume or writer.n_snapshots == 0:
             writer.write_limit(context.limit_points, context.limit_weights)
         before = collections.Counter(_TRUNCATION_OUTCOMES)
         try:

@@ -74,6 +74,9 @@ class FVStepping:
         options = options or SolverOptions(method="fv")
         if model.d != d:
             raise ValueError(f"the {mesh_name} finite-volume solver needs model.d = {d}, got d = {model.d}")
+        if options.integrator != SolverOptions.integrator:
+            raise ValueError(f"solver.integrator is not used by the {mesh_name} finite-volume solver (always "
+                             f"SSP-RK3); leave it at {SolverOptions.integrator!r}, got {options.integrator!r}")
         if options.cfl > cls._max_cfl:
             raise ValueError(f"solver.cfl must be <= {cls._max_cfl} for fv ({cfl_reason}), got {options.cfl!r}")
         if model.is_zero_temperature and model.zero_temperature != "continuum":

@@ -98,6 +98,9 @@ class FVCircleSolver(FVStepping):
                  field_path: str = "auto"):
         options = self._checked_options(model, options, 2, "circle",
                                         "MUSCL + SSP-RK3 keeps masses >= 0 only up to 1/2")
+        if options.kernel != "exact":
+            raise ValueError(f"solver.kernel must be \"exact\" for finite volumes on the circle (the field is "
+                             f"exact: FFT or direct sums), got {options.kernel!r}")
         if limiter not in LIMITERS:
             raise ValueError(f"limiter must be one of {', '.join(LIMITERS)}, got {limiter!r}")
         if field_path not in FIELD_PATHS:
