@@ -278,6 +278,90 @@ def _cmd_info(args, stop) -> int:
 
 
 
+def _cmd_example(args, stop) -> int:
+    from ._examples import example_names, example_summary, example_text
+
+    if args.name is None:
+        if args.output is not None:
+            raise ValueError("-o needs an example NAME (mfpde example NAME -o FILE)")
+        names = example_names()
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"{name:<{width}}  {example_summary(name)}")
+        return 0
+    text = example_text(args.name)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    out = args.output or f"{args.name}.toml"
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"{out} is a directory; give a file name with -o")
+    if os.path.exists(out) and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"-o: the directory {directory} does not exist")
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(f"{out}: the {args.name!r} example; run it with: mfpde run {out}")
+    return 0
+
+
+def _cmd_animate(args, stop) -> int:
+    _headless_matplotlib()
+    from .animation import animate_file
+
+    if not os.path.exists(args.result):
+        raise FileNotFoundError(f"{args.result}: no such file")
+    out = args.output or f"{os.path.splitext(args.result)[0]}.gif"
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="frame", file=sys.stderr)
+
+    def on_frame(i, n):
+        if bar is not None:
+            bar.total = n
+            bar.update(1)
+        stop.check()
+
+    try:
+        path = animate_file(args.result, out, fps=args.fps, on_frame=on_frame)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        print(f"mfpde: animation interrupted; {out} not written", file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+    finally:
+        if bar is not None:
+            bar.close()
+    print(path)
+    return 0
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``mfpde info x.h5 | head -1``): nothing more to say.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again;
+    the status is the one a process killed by SIGPIPE would have."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - stdout without a descriptor
+        pass
+    return 128 + 13
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an error on one line; an OSError as "file: reason" without "[Errno n]"."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{os.fsdecode(exc.filename)}: {exc.strerror}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc)
+    return " ".join(text.split())
+
+
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
@@ -288,6 +372,22 @@ def main(argv=None) -> int:
     stop = _StopRequests()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        args = _parser().parse_args(argv)
+        commands = {"run": _cmd_run, "study": _cmd_study, "plot": _cmd_plot, "info": _cmd_info,
+                    "example": _cmd_example, "animate": _cmd_animate}
+        status = commands[args.command](args, stop)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except (KeyboardInterrupt, _Stopped) as exc:
+        signum = int(getattr(exc, "signum", None) or stop.signum or signal.SIGINT)
+        stop.raised = True
+        print(f"mfpde: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as exc:
+        print(f"mfpde: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:  # a name the system refuses is bad input; a failing disk is not
         print(f"mfpde: error: {_one_line(exc)}", file=sys.stderr)
