@@ -289,6 +289,8 @@ class RunWriter:
         method, integrator, kernel, kernel_used, precision).  ``config_sha256`` is always
         stored (for a dict config).
 
+    Notes
+    -----
     Only one writer per path at a time (:class:`FileBusyError` otherwise).  Mode ``"w"``
     builds the file as a hidden temporary beside ``path`` and renames it onto ``path`` at
     the first snapshot or on a close without an error: a start that fails leaves ``path``
