@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .config import Config, ConfigError, load_config
-from .diagnostics import evaluate, make_context
+from .diagnostics import evaluate, make_context, w_to_limit_attrs
 from .initial import initial_cell_masses, initial_measure
 from .io import Result, RunWriter, load
 from .mesh.sphere import MAX_FREQUENCY
@@ -30,7 +30,8 @@ __all__ = ["run", "snapshot_times", "IMPLEMENTED_METHODS"]
 
 IMPLEMENTED_METHODS = ("particles", "fv", "pic")
 
-#: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, sliced distances.
+#: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, ``auto`` uses the
+#: certified sparse method (never sliced).
 W_MEMORY_BUDGET = 2**28
 
 #: Largest solver.cells accepted for fv on S^2 (the cell count of the largest icosahedral frequency).
@@ -165,9 +166,12 @@ def run(
                                memory_budget=W_MEMORY_BUDGET)
         if not resume or writer.n_snapshots == 0:
             writer.write_limit(context.limit_points, context.limit_weights)
+        previous = writer.series_attrs("w_to_limit")
         for t, snapshot in method.snapshots(state, remaining, t_last, on_step):
             diagnostics = evaluate(names, *method.measure(snapshot), context)
             writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
+            if "w_to_limit" in names:
+                writer.set_series_attrs("w_to_limit", w_to_limit_attrs(context, previous))
         writer.set_status("complete")
     return load(path)
 
