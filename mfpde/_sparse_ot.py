@@ -470,7 +470,7 @@ class SparseResult:
         self.upper, self.lower, self.rounds, self.edges = upper, lower, rounds, edges
 
 
-def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=8, seed=0, abs_floor=1e-12):
+def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=12, seed=0, abs_floor=1e-12):
     """Certified min_sigma (1/n) sum_i c(x_i, y_sigma(i)) for n = m equal masses.
 
     Column generation: auction on the candidate edges; g = -prices, f = g^c over all
@@ -482,6 +482,7 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=8, seed=0,
     n = len(X)
     m = len(Y)
     tree = BallTree(Y)
+    xtree = BallTree(X)
     keys = _candidate_keys(X, Y, k, seed, tree)
     prices = np.zeros(m)
     upper, lower = np.inf, -np.inf
@@ -515,11 +516,26 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=8, seed=0,
         lower = float(np.mean(f) + np.mean(g))
         if upper - lower <= rel_tol * upper or upper - lower <= abs_floor:
             return SparseResult(upper, lower, rounds, len(keys))
-        viol = np.flatnonzero(f < f_sparse - 0.5 * eps)
-        add = viol[arg[viol] >= 0]
-        if len(add):
-            keys = np.union1d(keys, add * m + arg[add])
+        keys = np.union1d(keys, _violated_pairs(X, Y, f, g, f < f_sparse - 0.5 * eps, tree, xtree, geodesic, p,
+                                                0.5 * eps))
     return SparseResult(upper, lower, max_rounds, len(keys))
+
+
+def _violated_pairs(X, Y, f, g, rows_bad, tree, xtree, geodesic, p, margin):
+    """Keys i * m + j of the ``ADD_PER_ROW`` best pairs (most negative c_ij - f_i - g_j) of
+    every violated row (``rows_bad``) and of every column j with min_i (c_ij - f_i) < g_j - margin."""
+    m = len(Y)
+    out = []
+    rows = np.flatnonzero(rows_bad)
+    if len(rows):
+        _, args = c_transform_k(np.ascontiguousarray(X[rows]), g, tree, geodesic, p, ADD_PER_ROW)
+        out.append((np.repeat(rows, args.shape[1]) * m + args.ravel())[args.ravel() >= 0])
+    gc, _ = c_transform(Y, f, xtree, geodesic, p)
+    cols = np.flatnonzero(gc < g - margin)
+    if len(cols):
+        _, args = c_transform_k(np.ascontiguousarray(Y[cols]), f, xtree, geodesic, p, ADD_PER_ROW)
+        out.append((args.ravel() * m + np.repeat(cols, args.shape[1]))[args.ravel() >= 0])
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
 def sparse_transport(X, a, Y, b, geodesic, p, rel_tol, *, k=12, max_rounds=8, seed=0, abs_floor=1e-12):
