@@ -29,7 +29,11 @@ from .kernels._jit import jit, jit_parallel
 import numba
 
 #: Pairs added per violated row / column and round in the general (HiGHS) path.
-ADD_PER_ROW = 8
+ADD_PER_ROW = 16
+#: Clusters per measure of the coarse problem that warm-starts the sparse solvers.
+COARSE_CLUSTERS = 1024
+#: First auction eps = mean candidate cost / COARSE_EPS_DIVISOR (prices start near optimal).
+COARSE_EPS_DIVISOR = 50.0
 #: Leaf size of the ball tree over the targets.
 LEAF_SIZE = 16
 #: Margin (radians) subtracted from every tree lower bound on an angle (covers the round-off
@@ -432,17 +436,15 @@ def _knn(X, Yp, center, radius, lo, hi, left, right, k, slack):
 KNN_SLACK = 0.0
 
 
-def _candidate_keys(X, Y, k, seed, tree=None):
-    """Edges i * m + j: ~k nearest y of each x, k nearest x of each y, 2 random each way."""
+def _candidate_keys(X, Y, k, seed, tree, xtree, g, geodesic, p):
+    """Edges i * m + j: the k best j of each x and the k best i of each y for the reduced
+    costs c_ij - g_j and c_ij - f_i (f = g^c), and 2 random pairs each way (a random 2-out
+    bipartite graph has a perfect matching with high probability, Walkup 1980)."""
     n, m = len(X), len(Y)
     kx, ky = min(k, m), min(k, n)
-    if tree is None:
-        tree = BallTree(Y)
-    jx = tree.perm[_knn(X, tree.Yp, tree.center, tree.radius, tree.lo, tree.hi, tree.left, tree.right, kx,
-                        KNN_SLACK)]
-    xtree = BallTree(X)
-    iy = xtree.perm[_knn(Y, xtree.Yp, xtree.center, xtree.radius, xtree.lo, xtree.hi, xtree.left, xtree.right,
-                         ky, KNN_SLACK)]
+    _, jx = c_transform_k(X, g, tree, geodesic, p, kx)
+    f, _ = c_transform(X, g, tree, geodesic, p)
+    _, iy = c_transform_k(Y, f, xtree, geodesic, p, ky)
     rng = np.random.default_rng(seed)
     r = min(2, m)
     parts = [
@@ -451,7 +453,54 @@ def _candidate_keys(X, Y, k, seed, tree=None):
         (np.repeat(np.arange(n), r) * m + rng.integers(0, m, n * r)),
         (rng.integers(0, n, m * r) * m + np.repeat(np.arange(m), r)),
     ]
-    return np.unique(np.concatenate(parts).astype(np.int64))
+    keys = np.concatenate(parts).astype(np.int64)
+    return np.unique(keys[keys >= 0])
+
+
+def _clusters(tree, size):
+    """Labels (in the tree's input order) of the highest tree nodes with <= size members."""
+    labels = np.empty(len(tree.perm), dtype=np.int64)
+    stack, K = [0], 0
+    while stack:
+        q = stack.pop()
+        if tree.hi[q] - tree.lo[q] <= size or tree.left[q] < 0:
+            labels[tree.perm[tree.lo[q]:tree.hi[q]]] = K
+            K += 1
+        else:
+            stack += [int(tree.right[q]), int(tree.left[q])]
+    return labels, K
+
+
+def _coarse_measure(P, w, labels, K):
+    pts = np.zeros((K, P.shape[1]))
+    np.add.at(pts, labels, P * w[:, None])
+    nrm = np.linalg.norm(pts, axis=1)
+    first = np.zeros(K, dtype=np.int64)
+    first[labels[::-1]] = np.arange(len(labels))[::-1]
+    pts = np.where(nrm[:, None] > 1e-12, pts / np.maximum(nrm, 1e-300)[:, None], P[first])
+    return pts, np.bincount(labels, weights=w, minlength=K)
+
+
+def coarse_potential(X, a, Y, b, tree, xtree, geodesic, p):
+    """A starting potential g for the targets: exact OT (POT emd) between the measures
+    clustered into ~COARSE_CLUSTERS tree nodes each, its column duals spread over each
+    cluster, then improved by the double c-transform g <- (g^c)^c over all pairs.  Only a
+    warm start: it chooses the candidate pairs and the first prices, never the certificate."""
+    import ot
+
+    size = max(LEAF_SIZE, -(-max(len(X), len(Y)) // COARSE_CLUSTERS))
+    lx, Kx = _clusters(xtree, size)
+    ly, Ky = _clusters(tree, size)
+    cx, wx = _coarse_measure(X, a, lx, Kx)
+    cy, wy = _coarse_measure(Y, b, ly, Ky)
+    rows = np.repeat(np.arange(Kx), Ky)
+    cols = np.tile(np.arange(Ky), Kx)
+    C = _edge_costs(cx, cy, rows, cols, geodesic, float(p)).reshape(Kx, Ky)
+    _, log = ot.emd(wx / wx.sum(), wy / wy.sum(), C, numItermax=10**7, log=True)
+    g = np.asarray(log["v"], dtype=np.float64)[ly]
+    f, _ = c_transform(X, g, tree, geodesic, p)
+    g, _ = c_transform(Y, f, xtree, geodesic, p)
+    return g
 
 
 def integer_counts(w, total):
@@ -470,7 +519,7 @@ class SparseResult:
         self.upper, self.lower, self.rounds, self.edges = upper, lower, rounds, edges
 
 
-def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=12, seed=0, abs_floor=1e-12):
+def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0, abs_floor=1e-12):
     """Certified min_sigma (1/n) sum_i c(x_i, y_sigma(i)) for n = m equal masses.
 
     Column generation: auction on the candidate edges; g = -prices, f = g^c over all
@@ -483,8 +532,13 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=12, seed=0
     m = len(Y)
     tree = BallTree(Y)
     xtree = BallTree(X)
-    keys = _candidate_keys(X, Y, k, seed, tree)
-    prices = np.zeros(m)
+    a = np.full(n, 1.0 / n)
+    b = np.full(m, 1.0 / m)
+    g0 = coarse_potential(X, a, Y, b, tree, xtree, geodesic, p)
+    keys = _candidate_keys(X, Y, k, seed, tree, xtree, g0, geodesic, p)
+    f0, _ = c_transform(X, g0, tree, geodesic, p)
+    lower0 = float(np.mean(f0) + np.mean(g0))
+    prices = -g0
     upper, lower = np.inf, -np.inf
     cmax = _cost_of_angle(math.pi, geodesic, float(p))
     eps = None
@@ -493,7 +547,7 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=12, seed=0
         indptr = np.searchsorted(rows, np.arange(n + 1)).astype(np.int64)
         costs = _edge_costs(X, Y, rows, cols, geodesic, float(p))
         if eps is None:
-            eps_start = max(float(np.mean(costs)), 1e-300) / 4.0
+            eps_start = max(float(np.mean(costs)), 1e-300) / COARSE_EPS_DIVISOR
             est = float(np.mean(costs[indptr[:-1]]))  # cost of each row's first edge: a scale
         else:
             eps_start = eps * 16.0
@@ -513,7 +567,9 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=12, max_rounds=12, seed=0
         g = -prices
         f_sparse = np.minimum.reduceat(costs - g[cols], indptr[:-1])
         f, arg = c_transform(X, g, tree, geodesic, p, f0=f_sparse)
-        lower = float(np.mean(f) + np.mean(g))
+        # the double c-transform (f, f^c) is feasible and its dual value is >= (f, g)'s
+        g2, _ = c_transform(Y, f, xtree, geodesic, p)
+        lower = max(lower, float(np.mean(f) + np.mean(g2)), lower0)
         if upper - lower <= rel_tol * upper or upper - lower <= abs_floor:
             return SparseResult(upper, lower, rounds, len(keys))
         keys = np.union1d(keys, _violated_pairs(X, Y, f, g, f < f_sparse - 0.5 * eps, tree, xtree, geodesic, p,
@@ -552,7 +608,8 @@ def sparse_transport(X, a, Y, b, geodesic, p, rel_tol, *, k=12, max_rounds=8, se
     n, m = len(X), len(Y)
     tree = BallTree(Y)
     xtree = BallTree(X)
-    keys = _candidate_keys(X, Y, k, seed, tree)
+    g0 = coarse_potential(X, a, Y, b, tree, xtree, geodesic, p)
+    keys = _candidate_keys(X, Y, k, seed, tree, xtree, g0, geodesic, p)
     cmax = _cost_of_angle(math.pi, geodesic, float(p))
     upper, lower = np.inf, -np.inf
     for rounds in range(1, max_rounds + 1):
