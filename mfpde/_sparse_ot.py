@@ -30,6 +30,9 @@ import numba
 
 #: Pairs added per violated row / column and round in the general (HiGHS) path.
 ADD_PER_ROW = 16
+#: Relative gap after the first (nearest-neighbour) round above which the assignment solver
+#: restarts from the coarse problem's potential.
+WARM_GAP = 0.005
 #: Clusters per measure of the coarse problem that warm-starts the sparse solvers.
 COARSE_CLUSTERS = 1024
 #: First auction eps = mean candidate cost / COARSE_EPS_DIVISOR (prices start near optimal).
@@ -522,32 +525,31 @@ class SparseResult:
 def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0, abs_floor=1e-12):
     """Certified min_sigma (1/n) sum_i c(x_i, y_sigma(i)) for n = m equal masses.
 
-    Column generation: auction on the candidate edges; g = -prices, f = g^c over all
-    pairs (exact); L = mean f + mean g, U = the assignment's mean cost.  Violated rows
-    (f_i below their sparse value) get their argmin edge, and eps shrinks, until
-    U - L <= rel_tol U (or <= abs_floor).  Returns a SparseResult (possibly not certified:
-    the caller checks the gap).
+    Column generation: an eps-scaling auction on the candidate pairs (first the k nearest
+    neighbours both ways); g = -prices, f = g^c over all pairs (exact), then g2 = f^c;
+    L = mean f + mean g2 (dual feasible), U = the assignment's mean cost.  The best pairs
+    of violated rows and columns are added, eps shrinks, until U - L <= rel_tol U (or
+    <= abs_floor).  When the first round leaves a gap above ``WARM_GAP`` (transport that
+    is not local: the nearest neighbours miss the optimal partners), the candidates and
+    prices are rebuilt from the coarse problem's potential (``coarse_potential``).
+    Returns a SparseResult (possibly not certified: the caller checks the gap).
     """
     n = len(X)
     m = len(Y)
     tree = BallTree(Y)
     xtree = BallTree(X)
-    a = np.full(n, 1.0 / n)
-    b = np.full(m, 1.0 / m)
-    g0 = coarse_potential(X, a, Y, b, tree, xtree, geodesic, p)
+    g0 = np.zeros(m)
     keys = _candidate_keys(X, Y, k, seed, tree, xtree, g0, geodesic, p)
-    f0, _ = c_transform(X, g0, tree, geodesic, p)
-    lower0 = float(np.mean(f0) + np.mean(g0))
-    prices = -g0
+    prices = np.zeros(m)
     upper, lower = np.inf, -np.inf
     cmax = _cost_of_angle(math.pi, geodesic, float(p))
-    eps = None
+    eps, divisor = None, 4.0
     for rounds in range(1, max_rounds + 1):
         rows, cols = keys // m, keys % m
         indptr = np.searchsorted(rows, np.arange(n + 1)).astype(np.int64)
         costs = _edge_costs(X, Y, rows, cols, geodesic, float(p))
         if eps is None:
-            eps_start = max(float(np.mean(costs)), 1e-300) / COARSE_EPS_DIVISOR
+            eps_start = max(float(np.mean(costs)), 1e-300) / divisor
             est = float(np.mean(costs[indptr[:-1]]))  # cost of each row's first edge: a scale
         else:
             eps_start = eps * 16.0
@@ -558,7 +560,7 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0
             if not ok:
                 raise RuntimeError("auction: no perfect matching found on the candidate graph")
             sel = np.searchsorted(keys, np.arange(n) * m + assign)
-            upper = float(np.mean(costs[sel]))
+            upper = min(upper, float(np.mean(costs[sel])))
             new_target = max(rel_tol * max(upper, abs_floor) / 4.0, 1e-14 * cmax)
             if eps_end <= new_target * 1.0000001:
                 break
@@ -569,9 +571,17 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0
         f, arg = c_transform(X, g, tree, geodesic, p, f0=f_sparse)
         # the double c-transform (f, f^c) is feasible and its dual value is >= (f, g)'s
         g2, _ = c_transform(Y, f, xtree, geodesic, p)
-        lower = max(lower, float(np.mean(f) + np.mean(g2)), lower0)
+        lower = max(lower, float(np.mean(f) + np.mean(g2)))
         if upper - lower <= rel_tol * upper or upper - lower <= abs_floor:
             return SparseResult(upper, lower, rounds, len(keys))
+        if rounds == 1 and upper - lower > WARM_GAP * upper:
+            g0 = coarse_potential(X, np.full(n, 1.0 / n), Y, np.full(m, 1.0 / m), tree, xtree, geodesic, p)
+            f0, _ = c_transform(X, g0, tree, geodesic, p)
+            lower = max(lower, float(np.mean(f0) + np.mean(g0)))
+            keys = np.union1d(keys, _candidate_keys(X, Y, k, seed, tree, xtree, g0, geodesic, p))
+            prices = -g0
+            eps, divisor = None, COARSE_EPS_DIVISOR
+            continue
         keys = np.union1d(keys, _violated_pairs(X, Y, f, g, f < f_sparse - 0.5 * eps, tree, xtree, geodesic, p,
                                                 0.5 * eps))
     return SparseResult(upper, lower, max_rounds, len(keys))
