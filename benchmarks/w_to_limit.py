@@ -23,7 +23,6 @@ the same run.
 import argparse
 import multiprocessing
 import os
-import resource
 import time
 import tracemalloc
 
@@ -60,16 +59,26 @@ def timed(fn, repeat=1):
     return best, out
 
 
+def peak_rss_gib():
+    """VmHWM of this process (GiB): its peak resident set since exec (ru_maxrss would carry
+    the parent's peak, the POT runs' cost matrices, across fork and exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
 def large_run(n):
     """Section 2 in its own process, so that the peak RSS is this computation's alone."""
     X, Y = tokens(n)
     wasserstein(X[:300], None, Y[:300], None, method="sparse")  # JIT caches
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rss0 = peak_rss_gib()
     tracemalloc.start()
     t_sparse, res = timed(lambda: wasserstein(X, None, Y, None, method="sparse", return_result=True))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rss = peak_rss_gib()
     return (f"N = {n}: {t_sparse:.1f} s, W_2 = {res.value:.8f} rad, certified {res.lower:.8f} <= W_2 <= "
             f"{res.upper:.8f} (relative bound {res.relative_bound:.2e}); peak NumPy memory "
             f"{peak / 2**30:.3f} GiB (tracemalloc); peak RSS of the process {rss:.3f} GiB "

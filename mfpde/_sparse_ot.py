@@ -384,69 +384,20 @@ def two_atom_cost(C, a, b):
 # --------------------------------------------------------------------------- driver
 
 
-@jit_parallel
-def _knn(X, Yp, center, radius, lo, hi, left, right, k, slack):
-    """k approximate nearest targets (tree order) of every x, by angle.
-
-    A node is skipped when its angle lower bound is >= t_k - slack * t_k^2, t_k the k-th
-    best angle so far: exact for nearby pairs, loose where every target is far (a point
-    near the pole of a great circle is about pi/2 from all of it).
-    """
-    n = X.shape[0]
-    out = np.empty((n, k), dtype=np.int64)
-    for i in numba.prange(n):
-        x = X[i]
-        bd = np.full(k, np.inf)
-        bj = np.zeros(k, dtype=np.int64)
-        stack = np.empty(256, dtype=np.int64)
-        stack[0] = 0
-        top = 1
-        while top > 0:
-            top -= 1
-            q = stack[top]
-            t = _angle(x, center[q]) - radius[q]
-            worst = bd[k - 1]
-            if t >= worst - slack * worst * worst:
-                continue
-            if left[q] < 0:
-                for j in range(lo[q], hi[q]):
-                    v = _angle(x, Yp[j])
-                    if v < bd[k - 1]:
-                        s = k - 1
-                        while s > 0 and bd[s - 1] > v:
-                            bd[s] = bd[s - 1]
-                            bj[s] = bj[s - 1]
-                            s -= 1
-                        bd[s] = v
-                        bj[s] = j
-            else:
-                l, r = left[q], right[q]
-                if _angle(x, center[l]) <= _angle(x, center[r]):
-                    stack[top] = r
-                    stack[top + 1] = l
-                else:
-                    stack[top] = l
-                    stack[top + 1] = r
-                top += 2
-        for s in range(k):
-            out[i, s] = bj[s]
-    return out
-
-
-#: Slack of the candidate search (``_knn``).  0: exact k nearest neighbours (a positive slack
-#: was measured to make the candidate graphs of tokens near the pole of a great circle so
-#: poor that the certificate needed many more rounds).
-KNN_SLACK = 0.0
-
-
 def _candidate_keys(X, Y, k, seed, tree, xtree, g, geodesic, p):
     """Edges i * m + j: the k best j of each x and the k best i of each y for the reduced
-    costs c_ij - g_j and c_ij - f_i (f = g^c), and 2 random pairs each way (a random 2-out
+    costs c_ij - g_j and c_ij - f_i (f = g^c; f = 0 when g = 0: nearest neighbours), and 2
+    random pairs each way (a random 2-out
     bipartite graph has a perfect matching with high probability, Walkup 1980)."""
     n, m = len(X), len(Y)
     kx, ky = min(k, m), min(k, n)
     _, jx = c_transform_k(X, g, tree, geodesic, p, kx)
-    f, _ = c_transform(X, g, tree, geodesic, p)
+    if np.any(g != 0):
+        f, _ = c_transform(X, g, tree, geodesic, p)
+    else:
+        # plain nearest neighbours both ways: with f = 0^c every token near the pole of a
+        # great circle has a reduced cost ~0 to all of it, and the search would not prune
+        f = np.zeros(n)
     _, iy = c_transform_k(Y, f, xtree, geodesic, p, ky)
     rng = np.random.default_rng(seed)
     r = min(2, m)
@@ -457,7 +408,22 @@ def _candidate_keys(X, Y, k, seed, tree, xtree, g, geodesic, p):
         (rng.integers(0, n, m * r) * m + np.repeat(np.arange(m), r)),
     ]
     keys = np.concatenate(parts).astype(np.int64)
-    return np.unique(keys[keys >= 0])
+    return _sorted_unique(keys[keys >= 0])
+
+
+def _union(keys, more):
+    return _sorted_unique(np.concatenate([keys, np.asarray(more, dtype=np.int64)]))
+
+
+def _sorted_unique(keys):
+    """np.unique for int64 keys by one sort (NumPy's unique was measured 100x slower here)."""
+    keys = np.sort(keys)
+    if len(keys) == 0:
+        return keys
+    keep = np.empty(len(keys), dtype=bool)
+    keep[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+    return keys[keep]
 
 
 def _clusters(tree, size):
@@ -526,8 +492,8 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0
     """Certified min_sigma (1/n) sum_i c(x_i, y_sigma(i)) for n = m equal masses.
 
     Column generation: an eps-scaling auction on the candidate pairs (first the k nearest
-    neighbours both ways); g = -prices, f = g^c over all pairs (exact), then g2 = f^c;
-    L = mean f + mean g2 (dual feasible), U = the assignment's mean cost.  The best pairs
+    neighbours both ways); g = -prices, f = g^c over all pairs (exact); L = mean f + mean g
+    (dual feasible; if that does not certify, also with g2 = f^c in place of g), U = the assignment's mean cost.  The best pairs
     of violated rows and columns are added, eps shrinks, until U - L <= rel_tol U (or
     <= abs_floor).  When the first round leaves a gap above ``WARM_GAP`` (transport that
     is not local: the nearest neighbours miss the optimal partners), the candidates and
@@ -569,7 +535,11 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0
         g = -prices
         f_sparse = np.minimum.reduceat(costs - g[cols], indptr[:-1])
         f, arg = c_transform(X, g, tree, geodesic, p, f0=f_sparse)
+        lower = max(lower, float(np.mean(f) + np.mean(g)))
+        if upper - lower <= rel_tol * upper or upper - lower <= abs_floor:
+            return SparseResult(upper, lower, rounds, len(keys))
         # the double c-transform (f, f^c) is feasible and its dual value is >= (f, g)'s
+        # (a second pass over all pairs, only when the first does not certify)
         g2, _ = c_transform(Y, f, xtree, geodesic, p)
         lower = max(lower, float(np.mean(f) + np.mean(g2)))
         if upper - lower <= rel_tol * upper or upper - lower <= abs_floor:
@@ -578,11 +548,11 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0
             g0 = coarse_potential(X, np.full(n, 1.0 / n), Y, np.full(m, 1.0 / m), tree, xtree, geodesic, p)
             f0, _ = c_transform(X, g0, tree, geodesic, p)
             lower = max(lower, float(np.mean(f0) + np.mean(g0)))
-            keys = np.union1d(keys, _candidate_keys(X, Y, k, seed, tree, xtree, g0, geodesic, p))
+            keys = _union(keys, _candidate_keys(X, Y, k, seed, tree, xtree, g0, geodesic, p))
             prices = -g0
             eps, divisor = None, COARSE_EPS_DIVISOR
             continue
-        keys = np.union1d(keys, _violated_pairs(X, Y, f, g, f < f_sparse - 0.5 * eps, tree, xtree, geodesic, p,
+        keys = _union(keys, _violated_pairs(X, Y, f, g, f < f_sparse - 0.5 * eps, tree, xtree, geodesic, p,
                                                 0.5 * eps))
     return SparseResult(upper, lower, max_rounds, len(keys))
 
@@ -656,7 +626,7 @@ def sparse_transport(X, a, Y, b, geodesic, p, rel_tol, *, k=12, max_rounds=8, se
         add = np.concatenate(new)
         add = add[add >= 0]
         before = len(keys)
-        keys = np.union1d(keys, add)
+        keys = _union(keys, add)
         if len(keys) == before:
             break
     return SparseResult(upper, lower, rounds, len(keys))

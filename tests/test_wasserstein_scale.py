@@ -85,10 +85,12 @@ def test_c_transform_over_all_pairs_matches_numpy(geodesic, p, d, rng):
     np.testing.assert_allclose(vals, np.sort(V, axis=1)[:, :5], atol=1e-13)
 
 
-def test_knn_is_exact_nearest_neighbours(rng):
+def test_k_best_with_zero_potential_is_exact_nearest_neighbours():
+    # the first candidate pairs: k-best of c_ij - 0, i.e. the k nearest neighbours, including
+    # tokens near the pole of a tilted great circle (every target about pi/2 away)
     A, X, Y = _great_circle_flow("tilted", 2000, 0.0)
     tree = S.BallTree(Y)
-    J = tree.perm[S._knn(X, tree.Yp, tree.center, tree.radius, tree.lo, tree.hi, tree.left, tree.right, 6, 0.0)]
+    _, J = S.c_transform_k(X, np.zeros(len(Y)), tree, True, 1.0, 6)
     chord = np.linalg.norm(X[:, None] - Y[None], axis=2)
     np.testing.assert_allclose(np.linalg.norm(X[:, None] - Y[J], axis=2), np.sort(chord, axis=1)[:, :6], atol=1e-15)
 
