@@ -37,6 +37,10 @@ WARM_GAP = 0.005
 COARSE_CLUSTERS = 1024
 #: First auction eps = mean candidate cost / COARSE_EPS_DIVISOR (prices start near optimal).
 COARSE_EPS_DIVISOR = 50.0
+#: Bids allowed per auction phase: MAX_BIDS_PER_PERSON n + 1e7; beyond, the candidate graph
+#: is taken to have no perfect matching (WassersteinError).  400 n + 1e6 was exceeded by a
+#: legitimate price war (5000 tokens of a non-normal flow at t = 2, W_2 = 0.05).
+MAX_BIDS_PER_PERSON = 4000
 #: Leaf size of the ball tree over the targets.
 LEAF_SIZE = 16
 #: Margin (radians) subtracted from every tree lower bound on an angle (covers the round-off
@@ -493,9 +497,9 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0
 
     Column generation: an eps-scaling auction on the candidate pairs (first the k nearest
     neighbours both ways); g = -prices, f = g^c over all pairs (exact); L = mean f + mean g
-    (dual feasible; if that does not certify, also with g2 = f^c in place of g), U = the assignment's mean cost.  The best pairs
-    of violated rows and columns are added, eps shrinks, until U - L <= rel_tol U (or
-    <= abs_floor).  When the first round leaves a gap above ``WARM_GAP`` (transport that
+    (dual feasible; if that does not certify, also with g2 = f^c in place of g); U = the
+    assignment's mean cost.  The best pairs of violated rows and columns are added, eps
+    shrinks, until U - L <= rel_tol U (or <= abs_floor).  When the first round leaves a gap above ``WARM_GAP`` (transport that
     is not local: the nearest neighbours miss the optimal partners), the candidates and
     prices are rebuilt from the coarse problem's potential (``coarse_potential``).
     Returns a SparseResult (possibly not certified: the caller checks the gap).
@@ -522,7 +526,8 @@ def sparse_assignment(X, Y, geodesic, p, rel_tol, *, k=16, max_rounds=40, seed=0
         target = max(rel_tol * max(upper if np.isfinite(upper) else est, abs_floor) / 4.0, 1e-14 * cmax)
         eps_end = min(target, eps_start)
         while True:
-            assign, ok = _auction(indptr, cols, costs, m, prices, eps_start, eps_end, 6.0, 400 * n + 10**6)
+            assign, ok = _auction(indptr, cols, costs, m, prices, eps_start, eps_end, 6.0,
+                                  MAX_BIDS_PER_PERSON * n + 10**7)
             if not ok:
                 raise RuntimeError("auction: no perfect matching found on the candidate graph")
             sel = np.searchsorted(keys, np.arange(n) * m + assign)
