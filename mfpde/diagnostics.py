@@ -43,6 +43,7 @@ __all__ = [
     "min_mass",
     "energy",
     "w_to_limit",
+    "w_to_limit_attrs",
     "dist_to_subspace",
     "n_clusters",
     "fourier_modes",
@@ -74,6 +75,8 @@ class DiagnosticContext:
     cluster_min_mass: float = 0.01
     fourier_max_mode: int = 8
     cell_areas: np.ndarray | None = None
+    #: WassersteinResult of every w_to_limit evaluation, in order (what the runner stores).
+    w_results: list = field(default_factory=list)
 
 
 def make_context(model, initial_points, initial_weights=None, wasserstein_options=None, *,
@@ -169,15 +172,54 @@ def energy(points, weights, context) -> float:
 
 
 def w_to_limit(points, weights, context) -> float:
-    """W_p(rho, Pi#rho_0) in radians with the context's wasserstein options (p, ground, method)."""
+    """W_p(rho, Pi#rho_0) in radians with the context's wasserstein options.
+
+    (p, ground, method, tolerance).  The full ``WassersteinResult`` (method used, certified
+    bound) is appended to ``context.w_results``; ``w_to_limit_attrs`` summarises them.
+    """
     opts = context.wasserstein_options
-    return float(
-        wasserstein(
-            points, weights, context.limit_points, context.limit_weights,
-            p=opts.p, ground=opts.ground, method=opts.method, seed=context.wasserstein_seed,
-            n_projections=context.n_projections, memory_budget=context.memory_budget,
-        )
+    result = wasserstein(
+        points, weights, context.limit_points, context.limit_weights,
+        p=opts.p, ground=opts.ground, method=opts.method, seed=context.wasserstein_seed,
+        n_projections=context.n_projections, memory_budget=context.memory_budget,
+        tolerance=opts.tolerance, return_result=True,
     )
+    context.w_results.append(result)
+    return float(result.value)
+
+
+def w_to_limit_attrs(context, previous=None) -> dict:
+    """Attributes describing a w_to_limit series (docs/hdf5.md), from ``context.w_results``.
+
+    ``previous``: the attributes already stored (a resumed run); methods are merged and the
+    bounds are the maxima over both.  Keys: method (the methods used, comma-separated, e.g.
+    "sparse"), method_requested, p, ground, tolerance, bound (largest |value - W_p| bound
+    over the series, radians; NaN if a sliced value is in it), relative_bound (largest
+    bound / value).
+    """
+    opts = context.wasserstein_options
+    methods = set()
+    bound = rel = 0.0
+    prev = dict(previous or {})
+    if prev.get("method"):
+        methods.update(str(prev["method"]).split(","))
+        bound, rel = float(prev.get("bound", 0.0)), float(prev.get("relative_bound", 0.0))
+    for r in context.w_results:
+        methods.add(r.method)
+        if math.isnan(r.bound) or math.isnan(bound):
+            bound = rel = math.nan
+        else:
+            bound = max(bound, r.bound)
+            rel = max(rel, r.relative_bound)
+    return {
+        "method": ",".join(sorted(methods)),
+        "method_requested": opts.method,
+        "p": float(opts.p),
+        "ground": opts.ground,
+        "tolerance": float(opts.tolerance),
+        "bound": float(bound),
+        "relative_bound": float(rel),
+    }
 
 
 def dist_to_subspace(points, weights, context) -> float:

@@ -781,6 +781,30 @@ class RunWriter:
             self._publish()  # the first snapshot is written: the new file replaces path now
         return T + 1
 
+    def set_series_attrs(self, name, attrs) -> None:
+        """Set attributes of ``/diagnostics/<name>`` (strings or real numbers; others refused)."""
+        f = self.file
+        if name not in f["diagnostics"] or name in _RESERVED:
+            raise ValueError(f"no diagnostic series {name!r} in {self.path}")
+        ds = f["diagnostics"][name]
+        for key, value in dict(attrs).items():
+            if isinstance(value, str):
+                ds.attrs[key] = value
+            elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+                ds.attrs[key] = np.float64(value)
+            else:
+                raise ValueError(f"attribute {key!r} of /diagnostics/{name} must be a string or a number, "
+                                 f"got {value!r}")
+        f.flush()
+
+    def series_attrs(self, name) -> dict:
+        """The attributes of ``/diagnostics/<name>`` ({} when the series does not exist)."""
+        f = self.file
+        if name not in f["diagnostics"]:
+            return {}
+        return {k: (_attr_str(v) if isinstance(v, (bytes, str)) else float(v))
+                for k, v in f["diagnostics"][name].attrs.items() if k not in ("DIMENSION_LIST",)}
+
     def last_snapshot(self):
         """``(t, positions or mass)`` of the last finished snapshot, or None if there is none."""
         f = self.file
@@ -818,7 +842,9 @@ class Result:
     ``times`` (T,); ``positions`` (T, N, d) for particles/PIC or ``mass`` (T, M) for
     finite volumes (the other is None); ``weights`` (N,); ``grid`` a dict with
     ``centers`` (M, d) and ``areas`` (M,); ``diagnostics`` name -> (T,) array;
-    ``limit`` (points (L, d), weights (L,)); ``config`` the resolved config dict.
+    ``limit`` (points (L, d), weights (L,)); ``config`` the resolved config dict;
+    ``diagnostic_attrs`` name -> {attribute: value} of the diagnostic series that have
+    attributes (w_to_limit: the method used and its certified bound, docs/hdf5.md).
     """
 
     path: str
@@ -834,6 +860,7 @@ class Result:
     model: Model | None = None
     created: str = ""
     mfpde_version: str = ""
+    diagnostic_attrs: dict = field(default_factory=dict)
 
     @property
     def n_snapshots(self) -> int:
@@ -1203,13 +1230,31 @@ def load(path: str | os.PathLike) -> Result:
         limit = None
         if "limit" in f and "points" in f["limit"]:
             limit = (f["limit"]["points"][()], f["limit"]["weights"][()])
-        diagnostics = {n: ds[:T] for n, ds in f["diagnostics"].items() if n not in _RESERVED}
+        diagnostics, diagnostic_attrs = {}, {}
+        if "diagnostics" in f:
+            diagnostics = {n: ds[:T] for n, ds in f["diagnostics"].items() if n not in _RESERVED}
+            for n in diagnostics:
+                attrs = {k: _scalar_attr(v) for k, v in f["diagnostics"][n].attrs.items()
+                         if k != "DIMENSION_LIST"}
+                attrs = {k: v for k, v in attrs.items() if v is not None}
+                if attrs:
+                    diagnostic_attrs[n] = attrs
         return Result(
             path=os.fspath(path), times=layout.times, positions=positions, mass=mass, weights=weights,
             grid=grid, diagnostics=diagnostics, config=layout.config, limit=limit,
             status=_attr_str(f.attrs.get("status", "unknown")), model=_read_model(f),
             created=_attr_str(f.attrs.get("created", "")), mfpde_version=_attr_str(f.attrs.get("mfpde_version", "")),
+            diagnostic_attrs=diagnostic_attrs,
         )
+
+
+def _scalar_attr(value):
+    """A string or real scalar attribute as str / float; anything else (arrays, references) None."""
+    if isinstance(value, (bytes, str)):
+        return _attr_str(value)
+    if np.ndim(value) == 0 and isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    return None
 
 
 def info(path: str | os.PathLike) -> str:

@@ -34,7 +34,7 @@ INTEGRATORS = ("euler", "heun", "rk4", "rk45")
 #: The values of ``solver.kernel``.
 KERNELS = ("exact", "truncated")
 GROUNDS = ("geodesic", "chordal")
-W_METHODS = ("auto", "exact", "circle", "sliced")
+W_METHODS = ("auto", "exact", "circle", "two_atom", "sparse", "sliced")
 
 
 def _is_number(x) -> bool:
@@ -241,17 +241,25 @@ class OutputOptions(_Section):
 
 @dataclass(frozen=True)
 class WassersteinOptions(_Section):
-    """The [wasserstein] section: W_p with a geodesic (radians) or chordal ground cost."""
+    """The [wasserstein] section: W_p with a geodesic (radians) or chordal ground cost.
+
+    method: ``auto`` (exact or certified methods only), ``exact``, ``circle``, ``two_atom``,
+    ``sparse`` (certified within ``tolerance``) or ``sliced`` (a different quantity, only
+    when asked for).  tolerance: the relative bound on W_p that ``sparse`` certifies.
+    """
 
     p: float = 2
     ground: str = "geodesic"
     method: str = "auto"
+    tolerance: float = 1e-3
 
     def __post_init__(self):
         if not _is_number(self.p) or not math.isfinite(self.p) or self.p < 1:
             raise ValueError(f"wasserstein.p must be a number >= 1, got {self.p!r}")
         _choice("wasserstein", "ground", self.ground, GROUNDS)
         _choice("wasserstein", "method", self.method, W_METHODS)
+        if not _is_number(self.tolerance) or not (0 < self.tolerance < 1):
+            raise ValueError(f"wasserstein.tolerance must be a number in (0, 1), got {self.tolerance!r}")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .config import Config, ConfigError, load_config
-from .diagnostics import evaluate, make_context
+from .diagnostics import evaluate, make_context, w_to_limit_attrs
 from .initial import initial_cell_masses, initial_measure
 from .io import Result, RunWriter, load
 from .kernels.truncated import OUTCOMES as _TRUNCATION_OUTCOMES
@@ -34,7 +34,8 @@ __all__ = ["run", "check_output", "snapshot_times", "IMPLEMENTED_METHODS"]
 #: The solver methods this version runs.
 IMPLEMENTED_METHODS = ("particles", "fv", "pic")
 
-#: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, sliced distances.
+#: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, ``auto`` uses the
+#: certified sparse method (never sliced).
 W_MEMORY_BUDGET = 2**28
 
 #: Largest solver.cells accepted for fv on S^2 (the cell count of the largest icosahedral frequency).
@@ -290,10 +291,13 @@ def run(
             method.write_static(writer)
             writer.write_limit(context.limit_points, context.limit_weights)
         before = collections.Counter(_TRUNCATION_OUTCOMES)
+        previous = writer.series_attrs("w_to_limit")
         try:
             for t, snapshot in method.snapshots(state, remaining, t_last, on_step):
                 diagnostics = evaluate(names, *method.measure(snapshot), context)
                 writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
+                if "w_to_limit" in names:
+                    writer.set_series_attrs("w_to_limit", w_to_limit_attrs(context, previous))
         finally:
             if config.solver.kernel == "truncated" and writer.is_open:
                 used = collections.Counter(_TRUNCATION_OUTCOMES)

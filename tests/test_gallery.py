@@ -35,7 +35,7 @@ _spec.loader.exec_module(G)
 GALLERY_CONFIGS = [
     "circle_clusters_beta5.toml", "circle_clusters_beta7.toml",
     "circle_clusters_fv_beta5.toml", "circle_clusters_fv_beta7.toml",
-    "sphere_alignment.toml", "sphere_rotation.toml",
+    "sphere_alignment.toml", "sphere_rotation.toml", "great_circle.toml",
     "heat_forward.toml", "heat_backward.toml",
     "three_timescales.toml", "study_beta.toml", "terminal_phase.toml",
 ]
@@ -267,6 +267,28 @@ def test_every_command_in_the_gallery_page_names_a_valid_config_and_every_figure
     assert named == set(GALLERY_CONFIGS)
     for image in re.findall(r"\]\((images/gallery/[^)]+\.png)\)", GALLERY_MD.read_text()):
         assert (ROOT / "docs" / image).exists(), image
+
+
+def test_great_circle_distance_is_the_mean_distance_to_the_circle(tmp_path):
+    # gallery 2b's claim at a small size: the stored W_2 equals sqrt(mean dist(x_i, E)^2)
+    # (symmetric V: each token's own limit atom is its nearest point of the circle) within
+    # the bound the file states; 1500 tokens with the exact threshold forced to 0 so that the
+    # certified sparse method runs as at 1e4.
+    import mfpde.distances
+
+    old = mfpde.distances.AUTO_EXACT_PAIRS
+    mfpde.distances.AUTO_EXACT_PAIRS = 0
+    try:
+        res = mfpde.run(CONFIGS / "great_circle.toml", output=tmp_path / "gc.h5",
+                        overrides=["initial.n=1500", "solver.t_end=2", "output.save_every=1"])
+    finally:
+        mfpde.distances.AUTO_EXACT_PAIRS = old
+    attrs = res.diagnostic_attrs["w_to_limit"]
+    assert attrs["method"] == "sparse" and attrs["relative_bound"] <= attrs["tolerance"] == 1e-3
+    ref = [math.sqrt(float(np.mean(mfpde.limit.distance_to_subspace(res.model, x) ** 2))) for x in res.positions]
+    w = res.diagnostics["w_to_limit"]
+    assert np.all(np.abs(w - ref) <= attrs["bound"] + 1e-12)
+    assert w[-1] < 0.2 * w[0]  # the tokens collapse onto the circle (0.13 w[0] at t = 2)
 
 
 def test_readme_links_the_gallery_and_shows_two_gallery_figures():

@@ -123,15 +123,22 @@ def test_geodesic_cost_matrix_is_accurate_for_nearby_points():
 # ------------------------------------------------------------------ auto, masses, errors
 
 
-def test_auto_picks_by_dimension_ground_and_memory(rng):
+def test_auto_picks_by_dimension_ground_atoms_and_memory(rng):
     X2, Y2 = sample_uniform(10, 2, rng), sample_uniform(12, 2, rng)
     X3, Y3 = sample_uniform(10, 3, rng), sample_uniform(12, 3, rng)
     assert wasserstein(X2, None, Y2, None, return_method=True)[1] == "circle"
     assert wasserstein(X2, None, Y2, None, ground="chordal", return_method=True)[1] == "exact"
     assert wasserstein(X3, None, Y3, None, return_method=True)[1] == "exact"
-    # 10 * 12 * 8 = 960 bytes: a 959-byte budget forces sliced
+    assert wasserstein(X3, None, Y3[:2], None, return_method=True)[1] == "two_atom"
+    assert wasserstein(X3[:1], None, Y3, None, return_method=True)[1] == "two_atom"
+    # 10 * 12 * 8 = 960 bytes: a 959-byte budget moves auto to the certified sparse method,
+    # never to sliced, and the value stays W_p (within the certified bound)
     assert wasserstein(X3, None, Y3, None, memory_budget=960, return_method=True)[1] == "exact"
-    assert wasserstein(X3, None, Y3, None, memory_budget=959, return_method=True)[1] == "sliced"
+    exact = wasserstein(X3, None, Y3, None, method="exact")
+    res = wasserstein(X3, None, Y3, None, memory_budget=959, return_result=True)
+    assert res.method == "sparse"
+    assert res.lower - 1e-12 <= exact <= res.upper + 1e-12
+    assert abs(res.value - exact) <= res.bound + 1e-12 and res.bound <= 1e-3 * res.value
 
 
 def test_masses_are_renormalised_and_zero_atoms_ignored(rng):
@@ -160,6 +167,10 @@ def test_bad_input_raises_clearly(rng):
         wasserstein(X, None, X, None, p=0.5)
     with pytest.raises(ValueError, match="method must be"):
         wasserstein(X, None, X, None, method="sinkhorn")
+    with pytest.raises(ValueError, match="tolerance must be"):
+        wasserstein(X, None, X, None, tolerance=0.0)
+    with pytest.raises(ValueError, match="at most 2 atoms"):
+        wasserstein(X, None, X, None, method="two_atom")
 
 
 def test_non_optimal_emd_is_an_error(rng):
