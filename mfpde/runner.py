@@ -150,7 +150,7 @@ def _foreign_file(path: str, fmt_wanted: str) -> str | None:
     return None if fmt == fmt_wanted else f"is an HDF5 file without format = \"{fmt_wanted}\""
 
 
-def check_output(config: Config, path, *, resume: bool = False, study: bool = False) -> None:
+def check_output(config: Config, path: str | os.PathLike, *, resume: bool = False, study: bool = False) -> None:
     """Refuse an output path that cannot or must not be written, before anything is made.
 
     Its directory must exist; it must not be the config file itself or ``initial.path``

@@ -231,7 +231,7 @@ def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_
     from t = 0 and ``row["note"]`` names the keys that differed.  Never raises for a
     failing run: the row says ``status = "failed"`` and ``error``.
     """
-    from .io import load
+    from .io import FileBusyError, load
     from .runner import run
 
     if numba_threads:
@@ -245,8 +245,12 @@ def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_
         if os.path.exists(path):
             try:
                 existing = load(path)
+            except FileBusyError:
+                raise
             except (OSError, ValueError):
-                existing = None
+                # the study's own run file (under the index lock), unreadable: the writer would
+                # refuse to replace a file it cannot recognise, so it goes first
+                os.remove(path)
                 row["note"] = "recomputed: the stored run file could not be read"
         if existing is not None:
             differ = stored_config_differs(existing.config, spec.config)

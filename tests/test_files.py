@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -333,7 +334,7 @@ def test_a_write_error_inside_hdf5_is_one_line_and_exit_1(config_file, tmp_path)
 def small_tmpfs(tmp_path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
@@ -343,19 +344,29 @@ def small_tmpfs(tmp_path):
 
 
 def test_full_disk_keeps_every_snapshot_and_resume_continues(config_file, tmp_path, small_tmpfs):
-    """ENOSPC on a 1 MiB tmpfs: exit 1 with one line (it used to segfault), the snapshots stay,
-    and after the disk grows --resume finishes the run bit for bit."""
-    cfg = config_file(n=2000, t_end=2.0, save_every=0.05, dt=0.05)
+    """ENOSPC on a 4 MiB tmpfs that another process fills while the run writes (a run that
+    cannot fit from the start is refused before anything is written): exit 1 with one line
+    (it used to segfault), the snapshots stay, and once there is room again --resume
+    finishes the run bit for bit."""
+    cfg = config_file(n=1000, t_end=2.0, save_every=0.05, dt=0.01)
     reference = mfpde.run(cfg, output=tmp_path / "ref.h5")
     out = small_tmpfs / "out.h5"
-    run = mfpde_cmd("run", str(cfg), "-o", str(out), cwd=tmp_path)
-    assert run.returncode == 1 and one_line(run.stderr), run.stderr
-    assert "free disk space" in run.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "mfpde", "run", str(cfg), "-o", str(out)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the file appears at its first snapshot
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as fh:  # everything but 100 kB: a few more snapshots fit
+        fh.write(b"\0" * max(0, shutil.disk_usage(small_tmpfs).free - 100_000))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and one_line(err), err
+    assert "free disk space" in err
     partial = load(out)
     T = partial.n_snapshots
     assert 1 <= T < len(reference.times) and partial.status == "interrupted"
     np.testing.assert_array_equal(partial.positions, reference.positions[:T])
-    assert subprocess.run(["mount", "-o", "remount,size=16m", str(small_tmpfs)]).returncode == 0
+    filler.unlink()
     done = mfpde_cmd("run", str(cfg), "-o", str(out), "--resume", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert_same_run(load(out), reference)

@@ -111,6 +111,22 @@ def test_keys_at_their_defaults_are_never_refused():
         assert load_config(cfg.to_dict()) == cfg
 
 
+def _write_weighted_clusters(path, d):
+    """A run file of 24 tokens in three tight clusters (at e1, -e1, e2), the third with a
+    tenth of the others' weights: n_clusters counts 3 at cluster_threshold 0.05, 2 at 0.5."""
+    rng = np.random.default_rng(11)
+    centers = np.zeros((3, d))
+    centers[0, 0], centers[1, 0], centers[2, 1] = 1.0, -1.0, 1.0
+    points = np.repeat(centers, 8, axis=0) + 1e-3 * rng.standard_normal((24, d))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    weights = np.repeat([1.0, 1.0, 0.1], 8)
+    cfg = load_config({"model": {"d": d}, "initial": {"n": 24}})
+    with mfpde.io.RunWriter(path, model=cfg.model, config=cfg.to_dict()) as writer:
+        writer.write_weights(weights / weights.sum())
+        writer.append_snapshot(0.0, positions=points)
+        writer.set_status("complete")
+
+
 def _unit(rng, n, d):
     x = rng.standard_normal((n, d))
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -127,6 +143,7 @@ def _trial(section, key, method, d, files):
     rk45 = {} if method == "fv" else {"solver.integrator": "rk45", "solver.dt": 0.04, "output.save_every": 0.04,
                                       "model.beta": 9.0}
     truncated = {} if (method, d) == ("fv", 2) else {"solver.kernel": "truncated"}
+    n_clusters = {"output.diagnostics": ["mass", "n_clusters", "w_to_limit"]}
     table = {
         "model.d": ({}, {"model.d": 5 - d}, d),
         "model.beta": ({}, {"model.beta": 4.0}, d),
@@ -166,6 +183,12 @@ def _trial(section, key, method, d, files):
         "wasserstein.p": ({}, {"wasserstein.p": 1.0}, d),
         "wasserstein.ground": ({}, {"wasserstein.ground": "chordal"}, d),
         "wasserstein.method": ({}, {"wasserstein.method": "sliced"}, d),
+        "wasserstein.tolerance": ({}, {"wasserstein.tolerance": 0.5}, d),
+        "output.cluster_threshold": (
+            ({**n_clusters, "initial.kind": "vmf_mixture", "initial.means": [e1, [-1.0] + [0.0] * (d - 1)],
+              "initial.kappas": [8.0, 8.0], "initial.weights": [1.0, 0.2]} if method == "fv" else
+             {**n_clusters, "initial.kind": "file", "initial.path": files[d]["weighted"]}),
+            {"output.cluster_threshold": 0.5}, d),
     }
     return table[f"{section}.{key}"]
 
@@ -199,13 +222,16 @@ def _stored(path):
             out[name] = np.asarray(getattr(res, name))
     for name, series in res.diagnostics.items():
         out[f"diagnostics/{name}"] = np.asarray(series)
+    for name, attrs in res.diagnostic_attrs.items():  # e.g. the tolerance w_to_limit is certified to
+        for key, value in attrs.items():
+            out[f"diagnostics/{name}@{key}"] = np.asarray(value)
     return out
 
 
 def _differs(a, b) -> bool:
     if a.keys() != b.keys():
         return True
-    return any(x.shape != y.shape or not np.array_equal(x, y, equal_nan=True) for x, y in
+    return any(x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f") for x, y in
                ((np.asarray(a[k]), np.asarray(b[k])) for k in a))
 
 
@@ -228,6 +254,8 @@ def test_every_method_key_pair(tmp_path, monkeypatch):
         np.save(files[d]["b"], _unit(rng, 24, d))
         mfpde.run({"model": {"d": d, "beta": 3.0}, "initial": {"n": 24},
                    "solver": {"t_end": 0.5}, "output": {"save_every": 0.25}}, output=files[d]["h5"])
+        files[d]["weighted"] = str(tmp_path / f"w{d}.h5")
+        _write_weighted_clusters(files[d]["weighted"], d)
     bases = {}
     walked, refused = 0, []
     for method, d0 in (("particles", 3), ("pic", 2), ("fv", 2), ("fv", 3)):

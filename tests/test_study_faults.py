@@ -169,7 +169,8 @@ CASES = [  # (command, delay in s, signals): Ctrl-C during the imports; two SIGT
 @pytest.mark.parametrize("command, delay, signals", CASES,
                          ids=[f"{c}-{d}-{'+'.join(signal.Signals(s).name for s in sig)}" for c, d, sig in CASES])
 def test_signals_end_a_study_or_a_run_with_one_line(tmp_path, command, delay, signals):
-    cfg = write(tmp_path, n=300, t_end=20.0, betas="[2, 3]")
+    # while running: 3000 tokens to t = 20 take far longer than 2.5 s (300 could finish first)
+    cfg = write(tmp_path, n=300 if delay < 1 else 3000, t_end=20.0, betas="[2, 3]")
     args = ["study", str(cfg), "-q"] if command == "study" else ["run", str(cfg), "-o", "run.h5", "-q"]
     code, err = stop_after(mfpde_cmd(*args), tmp_path, delay, signals)
     assert code == 128 + int(signals[0]), (code, err)
