@@ -1002,7 +1002,7 @@ def exp_study(R: Runner, out: Path) -> dict:
         ax.loglog(xs, np.exp(icpt) * xs ** slope, "-", label=f"fit: slope {slope:.3f} ± {study.rates.get('slope_stderr', math.nan):.3f}")
     ref = np.sqrt(np.log(xs) / xs)
     scale = np.exp(np.mean(np.log(wmin)) - np.mean(np.log(np.sqrt(np.log(beta) / beta))))
-    ax.loglog(xs, scale * ref, "--", color="0.4", label="√(log β / β) (THEORY.md §4, scaled)")
+    ax.loglog(xs, scale * ref, "--", color="0.4", label="√(log β / β) (theory §4, scaled)")
     ax.loglog(xs, 1.25 / np.sqrt(xs), ":", color="C3", label="1.25/√β (stationary cluster width)")
     ax.set_xlabel("β")
     ax.set_ylabel("min_t W₁ (rad)")

@@ -1,6 +1,6 @@
 """Load and validate a run configuration (TOML, YAML or a dict) into typed objects.
 
-The config file (DESIGN.md "Config file", docs/config.md) becomes a frozen
+The config file (docs/config.md) becomes a frozen
 :class:`Config` holding a :class:`mfpde.model.Model` and one option object per
 section (:mod:`mfpde.options`).  Everything is checked before any work starts; every
 problem is a :class:`ConfigError` whose message is one line::

@@ -1,4 +1,4 @@
-"""The self-attention velocity field X_beta[mu](x) on S^{d-1} (THEORY.md sections 1-3).
+"""The self-attention velocity field X_beta[mu](x) on S^{d-1} (docs/theory.md sections 1-3).
 
     X_beta[mu](x) = P_x ( sum_j w_j(x) V y_j ),   w_j(x) ~ m_j exp(beta <Q x, K y_j>)
 

@@ -1,4 +1,4 @@
-"""HDF5 files: one run per file (DESIGN.md "HDF5 layout", docs/hdf5.md).
+"""HDF5 files: one run per file (docs/hdf5.md).
 
 :class:`RunWriter` writes a run snapshot by snapshot, flushing each, so a run killed
 at any moment leaves a file that opens and holds every finished snapshot.

@@ -1,6 +1,6 @@
 """The zero-temperature limit: the projection Pi, the limit measure Pi#rho_0, the exact flow.
 
-THEORY.md sections 3 and 4.  With A = V B^T, E is the invariant subspace of A for the
+docs/theory.md sections 3 and 4.  With A = V B^T, E is the invariant subspace of A for the
 eigenvalues of largest real part and P_E the spectral projector onto E along the other
 invariant subspaces (orthogonal when A is normal, e.g. symmetric).  Then
 
@@ -283,7 +283,7 @@ def distance_to_subspace(model: Model, X: ArrayLike, *, tol: float = DOMINANT_RT
 
 
 def zero_temperature_flow(model: Model, X0: ArrayLike, t: float | ArrayLike, *, rtol: float = 1e-10, atol: float = 1e-12) -> np.ndarray:
-    """The beta = inf continuum trajectory x(t) of THEORY.md section 3 from X0 (N, d).
+    """The beta = inf continuum trajectory x(t) of docs/theory.md section 3 from X0 (N, d).
 
     ``t`` a number gives (N, d); a 1-D array of times gives (T, N, d).
 

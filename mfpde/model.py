@@ -1,6 +1,6 @@
 """The self-attention model: Q, K, V, the inverse temperature beta and the normalization.
 
-Tokens x on S^{d-1} move by (THEORY.md section 1)
+Tokens x on S^{d-1} move by (docs/theory.md section 1)
 
     dx_i/dt = P_{x_i} ( sum_j w_ij V x_j ),     w_ij ~ exp(beta <Q x_i, K x_j>)
 
@@ -90,7 +90,7 @@ class Model:
         ``softmax`` (SA): w_ij = exp(beta <Qx_i, Kx_j>) / Z_i.
         ``uniform`` (USA): w_ij = m_j exp(beta <Qx_i, Kx_j>) (1/N for equal masses).
     zero_temperature : {"continuum", "hardmax"}
-        Which beta = inf field (THEORY.md section 3): ``continuum`` is
+        Which beta = inf field (docs/theory.md section 3): ``continuum`` is
         P_x V B^T x / |B^T x| (no interaction), ``hardmax`` attends to
         argmax_j <Q x_i, K x_j> with ties split in proportion to the masses.
     """

@@ -1,6 +1,6 @@
 """Typed, validated option objects: one frozen dataclass per config section.
 
-A config file (DESIGN.md "Config file") becomes exactly these objects; a Python user
+A config file (docs/config.md) becomes exactly these objects; a Python user
 builds the same objects by hand.  Each validates itself in ``__post_init__`` and raises
 ``ValueError("<section>.<key> must be ..., got ...")`` naming the key; the config loader
 adds the file name and the CLI turns it into one line with exit status 2.

@@ -1,6 +1,6 @@
 """Convergence-rate studies: sweep config keys, run every combination, fit rates.
 
-A study is a base config with a ``[study]`` section (DESIGN.md)::
+A study is a base config with a ``[study]`` section (docs/study.md)::
 
     [study]
     sweep = { "model.beta" = [10, 30, 100], "initial.seed" = [0, 1, 2] }   # Cartesian product

@@ -116,3 +116,20 @@ def test_gallery_script_runs_at_quick_size(tmp_path):
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list((tmp_path / "images").glob("*.png"))) == len(list((ROOT / "docs/images/gallery").glob("*.png")))
+
+
+def test_users_read_only_what_ships():
+    """The package, the docs and the benchmarks cite the user-facing pages (docs/theory.md,
+    docs/config.md, ...), never the project's internal notes."""
+    internal = re.compile(r"THEORY\.md|DESIGN\.md|STYLE\.md|\.\./shared")
+    offenders = []
+    for folder in ("mfpde", "docs", "benchmarks"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".toml", ".txt", ".json") and "_build" not in path.parts:
+                for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                    if internal.search(line):
+                        offenders.append(f"{path.relative_to(ROOT)}:{k}")
+    for name in ("README.md", "CHANGELOG.md"):
+        if internal.search((ROOT / name).read_text(encoding="utf-8")):
+            offenders.append(name)
+    assert offenders == []

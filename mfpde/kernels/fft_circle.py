@@ -1,4 +1,4 @@
-"""The attention sums on the circle as FFT circular convolutions (THEORY.md section 2).
+"""The attention sums on the circle as FFT circular convolutions (docs/theory.md section 2).
 
 On S^1 with x = (cos t, sin t), y = (cos s, sin s) and B = Q^T K = a I + b J
 (J the rotation by 90 degrees, so B = r R(alpha), a = r cos alpha, b = r sin alpha):

@@ -1,6 +1,6 @@
 """Finite volumes on the circle: the density of the continuity equation on S^1.
 
-    d/dt rho + d/dt_angle (rho u) = 0,   u(t) = <X_beta[rho](x), x_perp>   (THEORY.md section 2)
+    d/dt rho + d/dt_angle (rho u) = 0,   u(t) = <X_beta[rho](x), x_perp>   (docs/theory.md section 2)
 
 State: the masses m_i of M uniform cells of the angle (``CircleMesh``), summing to 1.
 One step (docs/methods.md, "Finite volumes on the circle"):

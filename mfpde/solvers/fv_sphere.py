@@ -1,6 +1,6 @@
 """Finite volumes on S^2: the density of the continuity equation on the Voronoi mesh of a sphere.
 
-    d/dt rho + div_S (rho X_beta[rho]) = 0     (THEORY.md section 2, d = 3)
+    d/dt rho + div_S (rho X_beta[rho]) = 0     (docs/theory.md section 2, d = 3)
 
 State: the masses m_i of the M cells of ``SphereMesh.icosahedral(solver.cells)``, summing to 1.
 One step (docs/methods.md, "Finite volumes on S^2"):
