@@ -83,13 +83,13 @@ class WassersteinError(RuntimeError):
 class WassersteinResult:
     """A W_p value and how it was computed (``wasserstein(..., return_result=True)``).
 
-    value: the number returned (radians).
-    method: the method that computed it (never ``auto``).
-    bound: an upper bound on |value - W_p| (radians): 0.0 for the exact methods (exact up
-        to round-off), U^(1/p) - L^(1/p) for ``sparse`` (certificate), NaN for ``sliced``
-        (a different quantity; no bound on W_p).
-    lower, upper: the certified bracket lower <= W_p <= upper (radians); both equal to value
-        for the exact methods, NaN for ``sliced``.
+    * ``value``: the number returned (radians).
+    * ``method``: the method that computed it (never ``auto``).
+    * ``bound``: an upper bound on |value - W_p| (radians): 0.0 for the exact methods (exact
+      up to round-off), U^(1/p) - L^(1/p) for ``sparse`` (certificate), NaN for ``sliced``
+      (a different quantity; no bound on W_p).
+    * ``lower``, ``upper``: the certified bracket lower <= W_p <= upper (radians); both equal
+      to value for the exact methods, NaN for ``sliced``.
     """
 
     value: float
