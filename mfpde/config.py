@@ -292,7 +292,7 @@ class Config:
 # ----------------------------------------------------------------------------- dotted keys
 
 
-def check_dotted_key(key, source: str = "<dict>") -> tuple[str, ...]:
+def check_dotted_key(key: str, source: str = "<dict>") -> tuple[str, ...]:
     """Split a dotted config key into its path, or raise ConfigError if no such key exists.
 
     Valid keys are ``section.key`` (``model.beta``), a random-matrix field
@@ -329,7 +329,7 @@ def check_dotted_key(key, source: str = "<dict>") -> tuple[str, ...]:
     raise ConfigError(source, key, f"{section}.{name} has no sub-keys")
 
 
-def set_dotted(config_dict: dict, key: str, value, *, source: str = "<dict>") -> dict:
+def set_dotted(config_dict: dict, key: str, value: object, *, source: str = "<dict>") -> dict:
     """Set ``config_dict[section][key] = value`` for a dotted key, in place; returns the dict.
 
     ``set_dotted(d, "model.beta", 50)``; ``set_dotted(d, "model.Q.seed", 3)``;
@@ -427,7 +427,7 @@ def load_config(path_or_dict: str | os.PathLike | dict, overrides: Sequence[str]
         raise err from None
 
 
-def config_from_dict(d: dict, source: str = "<dict>", base_dir=None) -> Config:
+def config_from_dict(d: dict, source: str = "<dict>", base_dir: str | os.PathLike | None = None) -> Config:
     """Validate a dict with the config's shape; ``source`` names it in error messages."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     return _build(copy.deepcopy(d), source, base, [])

@@ -18,14 +18,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from .limit import distance_to_subspace, limit_measure, spectral_split
+from .model import Model
 from .options import WassersteinOptions
 from .distances import wasserstein
 
@@ -79,10 +81,12 @@ class DiagnosticContext:
     w_results: list = field(default_factory=list)
 
 
-def make_context(model, initial_points, initial_weights=None, wasserstein_options=None, *,
+def make_context(model: Model | ArrayLike, initial_points: ArrayLike, initial_weights: ArrayLike | None = None,
+                 wasserstein_options: WassersteinOptions | None = None, *,
                  n_clusters_angle: float = 0.1, cluster_threshold: float = 0.05,
                  cluster_min_mass: float = 0.01, fourier_max_mode: int = 8, wasserstein_seed: int = 0,
-                 n_projections: int = 200, memory_budget: int = 2**30, cell_areas=None) -> DiagnosticContext:
+                 n_projections: int = 200, memory_budget: int = 2**30,
+                 cell_areas: ArrayLike | None = None) -> DiagnosticContext:
     """The context of a run: the model, Pi#rho_0 of the initial state, options, thresholds.
 
     ``cell_areas`` (M,): the cell areas of a mesh state (finite volumes), so that
@@ -127,12 +131,12 @@ def make_context(model, initial_points, initial_weights=None, wasserstein_option
 # --------------------------------------------------------------------------- diagnostics
 
 
-def mass(points, weights, context) -> float:
+def mass(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> float:
     """Total mass sum_j m_j (1 to round-off for a conservative solver)."""
     return float(np.sum(weights))
 
 
-def min_mass(points, weights, context) -> float:
+def min_mass(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> float:
     """Smallest atom / cell mass min_j m_j (>= 0 for a positivity-preserving solver)."""
     return float(np.min(weights))
 
@@ -145,7 +149,7 @@ def _max_score(model, X, chunk=1024) -> float:
     return best
 
 
-def energy(points, weights, context) -> float:
+def energy(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> float:
     """E = (1/beta) log int int exp(beta <Q x, K y>) drho(x) drho(y), for both normalizations.
 
     Computed as (1/beta) log sum_i m_i exp(log Z_i), log Z_i = log sum_j m_j e^{beta s_ij}
@@ -171,7 +175,7 @@ def energy(points, weights, context) -> float:
     return float((top + np.log(np.exp(terms - top).sum())) / beta)
 
 
-def w_to_limit(points, weights, context) -> float:
+def w_to_limit(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> float:
     """W_p(rho, Pi#rho_0) in radians with the context's wasserstein options.
 
     (p, ground, method, tolerance).  The full ``WassersteinResult`` (method used, certified
@@ -188,7 +192,7 @@ def w_to_limit(points, weights, context) -> float:
     return float(result.value)
 
 
-def w_to_limit_attrs(context, previous=None) -> dict:
+def w_to_limit_attrs(context: DiagnosticContext, previous: dict | None = None) -> dict:
     """Attributes describing a w_to_limit series (docs/hdf5.md), from ``context.w_results``.
 
     ``previous``: the attributes already stored (a resumed run); methods are merged and the
@@ -222,14 +226,14 @@ def w_to_limit_attrs(context, previous=None) -> dict:
     }
 
 
-def dist_to_subspace(points, weights, context) -> float:
+def dist_to_subspace(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> float:
     """Mass-weighted mean geodesic distance (radians) to E cap S^{d-1}: sum_j m_j dist(x_j) / sum m."""
     dist = distance_to_subspace(context.model, points)
     w = np.asarray(weights, dtype=np.float64)
     return float(w @ dist / w.sum())
 
 
-def n_clusters(points, weights, context) -> float:
+def n_clusters(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> float:
     """Number of clusters carrying mass.
 
     An atom's density is its mass divided by its cell's area for a mesh state
@@ -260,7 +264,7 @@ def n_clusters(points, weights, context) -> float:
     return float(np.count_nonzero(cluster_mass >= context.cluster_min_mass))
 
 
-def fourier_modes(points, weights, context) -> np.ndarray:
+def fourier_modes(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> np.ndarray:
     """d = 2: |mu_k| = |sum_j m_j exp(i k theta_j)| for k = 1..K (K = fourier_max_mode).
 
     A density (1 + a cos(k t)) / (2 pi) has |mu_k| = a / 2.  Dimensionless.
@@ -275,8 +279,8 @@ def fourier_modes(points, weights, context) -> np.ndarray:
     return np.hypot(np.cos(phase) @ w, np.sin(phase) @ w)
 
 
-def circle_clusters(points, weights=None, *, gap: float = 0.05, min_mass: float = 0.01,
-                    density_floor: float = 0.01):
+def circle_clusters(points: ArrayLike, weights: ArrayLike | None = None, *, gap: float = 0.05,
+                    min_mass: float = 0.01, density_floor: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """Clusters of a state on the circle (d = 2): their centers (radians) and masses.
 
     Not a registered diagnostic (it returns arrays); a robust replacement for ``n_clusters``
@@ -349,7 +353,7 @@ REGISTRY: dict[str, Diagnostic] = {
 }
 
 
-def validate_names(names) -> tuple:
+def validate_names(names: Iterable[str]) -> tuple:
     """The names as a tuple; ``ValueError`` naming the valid ones on an unknown name."""
     names = tuple(names)
     for name in names:
@@ -358,7 +362,7 @@ def validate_names(names) -> tuple:
     return names
 
 
-def output_names(names, context) -> list:
+def output_names(names: Iterable[str], context: DiagnosticContext) -> list:
     """The flat keys ``evaluate`` returns for these names, in order."""
     out = []
     for name in validate_names(names):
@@ -369,7 +373,7 @@ def output_names(names, context) -> list:
     return out
 
 
-def evaluate(names, points, weights, context) -> dict:
+def evaluate(names: Iterable[str], points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> dict:
     """{name: float} for each requested diagnostic at the state (points, weights).
 
     ``fourier_modes`` contributes ``fourier_mode_1`` .. ``fourier_mode_K``.

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import ot
+from numpy.typing import ArrayLike
 
 from . import _sparse_ot
 from ._masses import check_masses
@@ -125,7 +126,7 @@ def _points(name, X) -> np.ndarray:
     return np.ascontiguousarray(X / norms[:, None])
 
 
-def cost_matrix(X, Y, ground: str = "geodesic") -> np.ndarray:
+def cost_matrix(X: ArrayLike, Y: ArrayLike, ground: str = "geodesic") -> np.ndarray:
     """(n, m) ground distances (radians), float64 C-contiguous, built in row blocks.
 
     geodesic: 2 arcsin(|x - y| / 2) = arccos<x, y>, accurate for nearby points;
@@ -238,9 +239,11 @@ def _sliced(X, a, Y, b, p, ground, seed, n_projections):
     return float(value)
 
 
-def wasserstein(X, a, Y, b, p=2, ground="geodesic", method="auto", *, seed=0, n_projections=200,
-                memory_budget=2**30, return_method=False, num_itermax=None, tolerance=DEFAULT_TOLERANCE,
-                return_result=False):
+def wasserstein(X: ArrayLike, a: ArrayLike | None, Y: ArrayLike, b: ArrayLike | None, p: float = 2,
+                ground: str = "geodesic", method: str = "auto", *, seed: int = 0, n_projections: int = 200,
+                memory_budget: int = 2**30, return_method: bool = False, num_itermax: int | None = None,
+                tolerance: float = DEFAULT_TOLERANCE,
+                return_result: bool = False) -> float | tuple[float, str] | WassersteinResult:
     """W_p between sum_i a_i delta_{x_i} and sum_j b_j delta_{y_j} on S^{d-1}, in radians.
 
     Parameters

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._cf import describe_diagnostic, describe_state
 from ._filelock import FileBusyError, FileError, PathLock
@@ -234,7 +235,7 @@ def _decode_config(f: h5py.File, path) -> dict:
     return config
 
 
-def resume_conflict(path, stored: dict, requested: dict, status: str | None = None) -> bool:
+def resume_conflict(path: str | os.PathLike, stored: dict, requested: dict, status: str | None = None) -> bool:
     """Check that a run stored with config ``stored`` may be continued with ``requested``.
 
     Identical resolved configs (``output.path`` aside) continue; the one difference allowed is
@@ -301,7 +302,7 @@ class RunWriter:
     becomes ``"interrupted"``: call ``set_status("complete")`` when the run ends.
     """
 
-    def __init__(self, path, *, model: Model, config, mode: str = "w", force: bool = False,
+    def __init__(self, path: str | os.PathLike, *, model: Model, config: object, mode: str = "w", force: bool = False,
                  compression: str | None = "gzip", provenance: dict | None = None):
         if mode not in ("w", "resume"):
             raise ValueError(f"mode must be 'w' or 'resume', got {mode!r}")
@@ -473,7 +474,7 @@ class RunWriter:
             self.close()
         return False
 
-    def close(self):
+    def close(self) -> None:
         """Close the file; a status still ``"running"`` becomes ``"interrupted"``.
 
         A new file (mode ``"w"``) that has not been published yet is renamed onto ``path`` now.
@@ -600,7 +601,7 @@ class RunWriter:
 
     # -- static data
 
-    def write_weights(self, weights) -> None:
+    def write_weights(self, weights: ArrayLike) -> None:
         """``/state/weights`` (N,): the particle masses."""
         w = _float_array("weights", weights, (None,))
         state = self.file["state"]
@@ -609,7 +610,7 @@ class RunWriter:
             self._replace(state, "weights", w, (particle,))
             self.file.flush()
 
-    def write_grid(self, centers, areas, attrs=None) -> None:
+    def write_grid(self, centers: ArrayLike, areas: ArrayLike, attrs: dict | None = None) -> None:
         """``/grid/centers`` (M, d) and ``/grid/areas`` (M,): the mesh of a finite-volume run.
 
         ``attrs``: optional attributes of ``/grid`` describing the mesh (strings or integers),
@@ -631,7 +632,7 @@ class RunWriter:
             self._replace(grid, "areas", a, (cell,))
             self.file.flush()
 
-    def write_limit(self, points, weights) -> None:
+    def write_limit(self, points: ArrayLike, weights: ArrayLike) -> None:
         """``/limit/points`` (L, d) and ``/limit/weights`` (L,): the measure Pi#rho_0."""
         p = _float_array("limit points", points, (None, self.model.d))
         w = _float_array("limit weights", weights, (p.shape[0],))
@@ -712,7 +713,8 @@ class RunWriter:
         self._describe(ds, group, name)
         return ds
 
-    def append_snapshot(self, t, *, positions=None, mass=None, diagnostics=None) -> int:
+    def append_snapshot(self, t: float, *, positions: ArrayLike | None = None, mass: ArrayLike | None = None,
+                        diagnostics: dict | None = None) -> int:
         """Append one snapshot at time ``t``; returns the number of snapshots.
 
         ``positions`` (N, d) for particle and PIC runs, ``mass`` (M,) for finite
@@ -781,7 +783,7 @@ class RunWriter:
             self._publish()  # the first snapshot is written: the new file replaces path now
         return T + 1
 
-    def set_series_attrs(self, name, attrs) -> None:
+    def set_series_attrs(self, name: str, attrs: dict) -> None:
         """Set attributes of ``/diagnostics/<name>`` (strings or real numbers; others refused)."""
         f = self.file
         if name not in f["diagnostics"] or name in _RESERVED:
@@ -797,7 +799,7 @@ class RunWriter:
                                  f"got {value!r}")
         f.flush()
 
-    def series_attrs(self, name) -> dict:
+    def series_attrs(self, name: str) -> dict:
         """The attributes of ``/diagnostics/<name>`` ({} when the series does not exist)."""
         f = self.file
         if name not in f["diagnostics"]:
@@ -805,7 +807,7 @@ class RunWriter:
         return {k: (_attr_str(v) if isinstance(v, (bytes, str)) else float(v))
                 for k, v in f["diagnostics"][name].attrs.items() if k not in ("DIMENSION_LIST",)}
 
-    def last_snapshot(self):
+    def last_snapshot(self) -> tuple[float, np.ndarray] | None:
         """``(t, positions or mass)`` of the last finished snapshot, or None if there is none."""
         f = self.file
         T = self.n_snapshots

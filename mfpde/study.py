@@ -35,12 +35,16 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._provenance import canonical_json, differing_keys
 from .config import Config, ConfigError, load_config, set_dotted
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from .io import Result
 
 __all__ = ["RunSpec", "StudyResult", "StudyLocked", "expand", "run_study", "fit_rates", "load_study",
            "summarize_run", "stored_config_differs"]
@@ -156,7 +160,7 @@ def runs_dir(study_path) -> Path:
     return p.with_name(p.stem + ".runs")
 
 
-def expand(config: Config, study_path) -> list[RunSpec]:
+def expand(config: Config, study_path: str | os.PathLike) -> list[RunSpec]:
     """The runs of a study: the Cartesian product of the sweep axes, in the order given."""
     if config.study is None or not config.study.sweep:
         raise ConfigError(config.source, "study", "a study needs a [study] section with a non-empty sweep")
@@ -177,7 +181,7 @@ def expand(config: Config, study_path) -> list[RunSpec]:
     return specs
 
 
-def summarize_run(result, metric: str, t_min_rtol: float = 0.0) -> dict:
+def summarize_run(result: Result, metric: str, t_min_rtol: float = 0.0) -> dict:
     """metric_min (min over t), t_min (its time), metric_final, decay_rate (least-squares
     slope of -log metric against t from t = 0 to t_min: the exponential phase).
 
@@ -295,7 +299,7 @@ def _linear_fit(x, y):
     return float(slope), float(math.sqrt(s2 / np.sum((x - x.mean()) ** 2)))
 
 
-def fit_rates(values: dict, metric_min, fit: str) -> dict:
+def fit_rates(values: dict, metric_min: ArrayLike, fit: str) -> dict:
     """Rates of metric_min against the fit axis.
 
     ``slope``, ``slope_stderr``: pooled least squares of log metric_min on log(fit value);
@@ -436,10 +440,10 @@ class _IndexLock:
 
 
 def run_study(
-    config,
+    config: Config | str | os.PathLike | dict,
     *,
-    output=None,
-    overrides=(),
+    output: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
     workers: int = 1,
     scheduler: str | None = None,
     on_run_done: Callable[[dict], None] | None = None,
@@ -664,7 +668,7 @@ def study_info(path) -> str:
     return "\n".join(lines)
 
 
-def load_study(path) -> StudyResult:
+def load_study(path: str | os.PathLike) -> StudyResult:
     """Read a study index file: the summary columns and the fitted rates."""
     import h5py
 
