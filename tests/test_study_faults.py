@@ -193,7 +193,7 @@ def test_one_signal_stops_a_study_with_workers_promptly(tmp_path):
 @pytest.mark.slow
 def test_doubled_signals_at_random_moments_always_give_one_line(tmp_path):
     rnd = random.Random(16)
-    cfg = write(tmp_path, n=300, t_end=20.0, betas="[2, 3]")
+    cfg = write(tmp_path, n=3000, t_end=20.0, betas="[2, 3]")  # still running at 4 s on a quiet machine
     for k in range(20):
         command = rnd.choice(["study", "run"])
         sig = rnd.choice([signal.SIGINT, signal.SIGTERM])
@@ -204,7 +204,7 @@ def test_doubled_signals_at_random_moments_always_give_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_stopped_study_finishes_when_run_again(tmp_path):
-    cfg = write(tmp_path, n=300, t_end=6.0, betas="[2, 3]")
+    cfg = write(tmp_path, n=6000, t_end=6.0, betas="[2, 3]")  # two runs of ~10 s each: stopped at 3 s
     code, err = stop_after(mfpde_cmd("study", str(cfg), "-q"), tmp_path, 3.0, [signal.SIGTERM])
     assert code == 143 and one_line(err) and "study interrupted" in err, err
     assert not (tmp_path / "study.h5.lock").exists()
