@@ -18,7 +18,7 @@ At every stage of the integrator (euler / heun / rk4 / rk45, as in the particle 
 2. *Deposition* (the transpose of interpolation): m_i = sum_p w_p lambda_i(x_p).  The
    weights are >= 0 and sum to 1, so the cell masses are >= 0 and sum to the particle mass
    (to round-off).  Each of a fixed number of particle chunks scatters into its own buffer
-   and the buffers are summed after (STYLE habit 4): the result does not depend on the
+   and the buffers are summed after: the result does not depend on the
    number of threads.
 3. *Field on the mesh*: ``mfpde.velocity(model, centers, centers, m)``, the attention field
    at the M nodes from point masses m_i at the nodes (O(M^2), or less with the truncated
