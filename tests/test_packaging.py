@@ -62,7 +62,7 @@ def test_wheel_runs_the_quickstart_outside_the_repository(tmp_path):
     build = tmp_path / "src"
     # the tracked (and not ignored) files only, as a clone has them: no build or run artefacts
     build.mkdir()
-    subprocess.run(f"git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t {build}",
+    subprocess.run(f"git ls-files -z --cached --others --exclude-standard | xargs -0 cp -P --parents -t {build}",
                    shell=True, check=True, cwd=ROOT, executable="/bin/bash")
     proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(build)],
                           capture_output=True, text=True)
