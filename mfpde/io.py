@@ -1268,11 +1268,21 @@ def info(path: str | os.PathLike) -> str:
     return _run_info(path)
 
 
-def _is_study_index(path) -> bool:
-    try:
-        with h5py.File(path, "r", locking=False) as f:
+def is_study_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a study index file (``mfpde study``) rather than a run file;
+    FileError (one line) for a file that is not HDF5, does not open or cannot be read."""
+    with _open_h5(path) as f:
+        try:
             return _attr_str(f.attrs.get("format")) == "mfpde-study"
-    except (OSError, ValueError, TypeError):
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise DamagedFileError(f"{path}: cannot read its root attributes ({exc})") from None
+
+
+def _is_study_index(path) -> bool:
+    """:func:`is_study_file`, False for anything unreadable (the run reader then says why)."""
+    try:
+        return is_study_file(path)
+    except (FileError, OSError):
         return False
 
 

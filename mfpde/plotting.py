@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
+from .io import is_study_file  # re-exported: mfpde.plotting.is_study_file
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
@@ -53,17 +55,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def is_study_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a study index file (``mfpde study``) rather than a run file."""
-    from .io import DamagedFileError, _attr_str, _open_h5
-
-    with _open_h5(path) as f:  # FileError (one line) for a file that is not HDF5 or does not open
-        try:
-            return _attr_str(f.attrs.get("format")) == "mfpde-study"
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise DamagedFileError(f"{path}: cannot read its root attributes ({exc})") from None
 
 
 def _angles(points):
