@@ -546,8 +546,6 @@ def _build(data, source: str, base: Path, overridden) -> Config:
     initial = _build_options(source, "initial", data.get("initial", {}))
     initial = _check_initial(initial, model.d, source, base, "initial.path" in overridden)
     solver = _build_options(source, "solver", data.get("solver", {}))
-    if solver.method == "fv" and model.d not in (2, 3):
-        raise ConfigError(source, "solver.method", f"'fv' needs model.d = 2 or 3, got d = {model.d}")
     output = _build_options(source, "output", data.get("output", {}))
     wasserstein = _build_options(source, "wasserstein", data.get("wasserstein", {}))
     study = None
@@ -557,9 +555,10 @@ def _build(data, source: str, base: Path, overridden) -> Config:
             output = output.replace(diagnostics=tuple(output.diagnostics) + (study.metric,))
     _check_diagnostics(output.diagnostics, source, "output.diagnostics")
     _check_counts(solver, output, source)
-    _check_used_keys(model, initial, solver, source)
-    return Config(model=model, initial=initial, solver=solver, output=output,
-                  wasserstein=wasserstein, study=study, source=source)
+    config = Config(model=model, initial=initial, solver=solver, output=output,
+                    wasserstein=wasserstein, study=study, source=source)
+    check_method(config)
+    return config
 
 
 # ----------------------------------------------------------------------------- sizes and keys per method
@@ -579,49 +578,29 @@ def _check_counts(solver: SolverOptions, output: OutputOptions, source: str) -> 
                           f"{snapshots:.3g} (t_end = {solver.t_end!r}, save_every = {output.save_every!r})")
 
 
-def _uses(section: str, key: str, method: str, d: int, solver: SolverOptions):
-    """None when ``section.key`` takes effect for this method, else why it does not."""
-    fv_circle = method == "fv" and d == 2
-    if section == "initial" and key in ("n", "seed", "sampling") and method == "fv":
-        return "finite volumes integrate rho_0 over the cells (no particles, no sampling)"
-    if section != "solver":
-        return None
-    if key == "integrator" and method == "fv":
-        return "finite volumes always step with SSP-RK3"
-    if key == "cfl" and method != "fv":
-        return "its step is solver.dt (the CFL number bounds the finite-volume step only)"
-    if key == "cells" and method == "particles":
-        return "particles use no mesh"
-    if key == "kernel" and fv_circle:
-        return "finite volumes on the circle compute the exact field (FFT or direct sums)"
-    if key == "tolerance":
-        if fv_circle:
-            return "finite volumes on the circle compute the exact field (FFT or direct sums)"
-        if solver.kernel != "truncated":
-            return "it is the threshold of solver.kernel = \"truncated\" only"
-    if key in ("rtol", "atol"):
-        if method == "fv":
-            return "finite volumes always step with SSP-RK3"
-        if solver.integrator != "rk45":
-            return "it controls solver.integrator = \"rk45\" only"
-    return None
+def check_method(config: Config) -> None:
+    """A key the chosen method would ignore must stay at its default (``Method.unused`` says
+    why it has no effect); then the method's own rules (``Method.check``)."""
+    from .methods import get_method
 
-
-def _check_used_keys(model: Model, initial: InitialOptions, solver: SolverOptions, source: str) -> None:
-    """Refuse a non-default value of a key that the chosen method would ignore."""
-    method = solver.method
-    where = f"solver.method = {method!r}" + (f" with d = {model.d}" if method == "fv" else "")
-    for section, options in (("initial", initial), ("solver", solver)):
+    try:
+        method = get_method(config.solver.method)
+    except ValueError as exc:
+        raise _wrap(config.source, exc, "solver.method") from None
+    where = method.describe(config)
+    for section in ("initial", "solver"):
+        options = getattr(config, section)
         defaults = type(options)()
         for key in SECTIONS[section]:
             value, default = getattr(options, key), getattr(defaults, key)
             if value == default:
                 continue
-            why = _uses(section, key, method, model.d, solver)
+            why = method.unused(section, key, config)
             if why is not None:
-                raise ConfigError(source, f"{section}.{key}",
-                                  f"is not used by {where}: {why}; remove it or leave it at its "
-                                  f"default {_got(default)}, got {_got(value)}")
+                raise ConfigError(config.source, f"{section}.{key}",
+                                  f"is not used by {where}: {why}; remove it or "
+                                  f"leave it at its default {_got(default)}, got {_got(value)}")
+    method.check(config)
 
 
 # ----------------------------------------------------------------------------- [model]

@@ -42,6 +42,7 @@ from ._cf import describe_diagnostic, describe_state
 from ._filelock import FileBusyError, FileError, PathLock
 from ._provenance import config_digest
 from ._version import __version__ as _mfpde_version
+from .methods.base import MASS, POSITIONS, StateKind
 from .model import Model
 
 __all__ = ["RunWriter", "Result", "load", "info", "FORMAT", "FORMAT_VERSION", "STATUSES",
@@ -57,6 +58,8 @@ STATUSES = ("running", "complete", "interrupted")
 #: names that cannot be diagnostics (the time coordinate linked into /diagnostics)
 _RESERVED = ("time",)
 _COMPRESSIONS = ("gzip", "lzf", None)
+#: The kinds of state a run file holds, by dataset name under /state.
+STATE_KINDS = {kind.name: kind for kind in (POSITIONS, MASS)}
 
 #: Config matrices with more entries than this are stored as a reference to their dataset
 #: (``{"dataset": "/model/Q"}``) instead of JSON text; ``load`` puts the lists back.
@@ -289,6 +292,9 @@ class RunWriter:
         String attributes recording how the run was computed (keys ``PROVENANCE_KEYS``:
         method, integrator, kernel, kernel_used, precision).  ``config_sha256`` is always
         stored (for a dict config).
+    state : StateKind, optional
+        The kind of state the run stores (``mfpde.methods.POSITIONS`` or ``MASS``, a method's
+        ``state``): then ``append_snapshot(t, state_row)`` needs no name.
 
     Notes
     -----
@@ -303,13 +309,16 @@ class RunWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, model: Model, config: object, mode: str = "w", force: bool = False,
-                 compression: str | None = "gzip", provenance: dict | None = None):
+                 compression: str | None = "gzip", provenance: dict | None = None, state: StateKind | None = None):
         if mode not in ("w", "resume"):
             raise ValueError(f"mode must be 'w' or 'resume', got {mode!r}")
         if compression not in _COMPRESSIONS:
             raise ValueError(f"compression must be one of gzip, lzf, None, got {compression!r}")
         if not isinstance(model, Model):
             raise TypeError(f"model must be an mfpde Model, got {type(model).__name__}")
+        if state is not None and STATE_KINDS.get(getattr(state, "name", None)) is not state:
+            raise ValueError(f"state must be one of the state kinds {', '.join(STATE_KINDS)}, got {state!r}")
+        self._state = state
         if hasattr(config, "to_dict"):
             config = config.to_dict()
         try:
@@ -328,6 +337,7 @@ class RunWriter:
         self._tmp = None  # mode "w": the file is built here and renamed onto path when published
         self.resumed = mode == "resume"
         self.stored_provenance = {}
+        self._stored_wall_time = 0.0
         self._lock = PathLock(self.path).acquire()  # before anything is read, truncated or created
         try:
             if mode == "w":
@@ -438,7 +448,7 @@ class RunWriter:
                 stored_config = _decode_config(f, self.path)
             except (KeyError, TypeError, RuntimeError, AttributeError, OSError) as exc:
                 raise _damaged(self.path, exc) from None
-            for ds in [f["time"]] + [f["state"][k] for k in ("positions", "mass") if k in f["state"]] + [
+            for ds in [f["time"]] + [f["state"][k] for k in STATE_KINDS if k in f["state"]] + [
                     ds for n, ds in f["diagnostics"].items() if n not in _RESERVED]:
                 if ds.chunks is None or ds.maxshape[0] is not None:
                     raise DamagedFileError(f"{self.path}: {ds.name} is not resizable; cannot resume it")
@@ -451,6 +461,7 @@ class RunWriter:
                              f"or a larger solver.t_end to continue it)")
         self._file = f = h5py.File(self.path, "r+")
         self.stored_provenance = {k: _attr_str(f.attrs[k]) for k in PROVENANCE_KEYS if k in f.attrs}
+        self._stored_wall_time = float(f.attrs.get("wall_time", 0.0))
         # drop a half-written snapshot: every time-like dataset back to len(/time)
         T = layout.T
         if f["time"].shape[0] != T:
@@ -599,6 +610,20 @@ class RunWriter:
             self.file.attrs[key] = value
             self.file.flush()
 
+    @property
+    def stored_wall_time(self) -> float:
+        """The ``wall_time`` attribute a resumed file had when it was opened (0 for a new file)."""
+        return self._stored_wall_time
+
+    def set_wall_time(self, seconds: float) -> None:
+        """Record the root attribute ``wall_time``: seconds spent computing the run (all attempts)."""
+        seconds = float(seconds)
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"wall_time must be a finite number >= 0, got {seconds!r}")
+        with self._writing("recording wall_time"):
+            self.file.attrs["wall_time"] = seconds
+            self.file.flush()
+
     # -- static data
 
     def write_weights(self, weights: ArrayLike) -> None:
@@ -681,7 +706,7 @@ class RunWriter:
 
     def _time_like(self):
         f = self.file
-        for name in ("positions", "mass"):
+        for name in STATE_KINDS:
             if name in f["state"]:
                 yield f["state"][name]
         for name, ds in f["diagnostics"].items():
@@ -713,26 +738,35 @@ class RunWriter:
         self._describe(ds, group, name)
         return ds
 
-    def append_snapshot(self, t: float, *, positions: ArrayLike | None = None, mass: ArrayLike | None = None,
-                        diagnostics: dict | None = None) -> int:
+    def append_snapshot(self, t: float, state: ArrayLike | None = None, *, positions: ArrayLike | None = None,
+                        mass: ArrayLike | None = None, diagnostics: dict | None = None) -> int:
         """Append one snapshot at time ``t``; returns the number of snapshots.
 
-        ``positions`` (N, d) for particle and PIC runs, ``mass`` (M,) for finite
-        volumes; ``diagnostics`` a dict name -> float.  The same kind of state and the
-        same diagnostic names are required in every snapshot.  The rows are written
-        first and ``/time`` is extended last, then the file is flushed.
+        ``state``: the state of the writer's kind (``RunWriter(..., state=POSITIONS)``);
+        or by name, ``positions`` (N, d) for particle and PIC runs, ``mass`` (M,) for finite
+        volumes.  ``diagnostics``: a dict name -> float.  The same kind of state and the same
+        diagnostic names are required in every snapshot.  The rows are written first and
+        ``/time`` is extended last, then the file is flushed.
         """
         f = self.file
         t_val = _diagnostic_value("t", t) if not isinstance(t, (int, float)) else float(t)
         if not math.isfinite(t_val):
             raise ValueError(f"t must be a finite number, got {t!r}")
-        if positions is None and mass is None:
+        given = [(name, value) for name, value in (("positions", positions), ("mass", mass)) if value is not None]
+        if state is not None:
+            if self._state is None:
+                raise ValueError("append_snapshot(t, state) needs the writer's state kind: "
+                                 "RunWriter(..., state=POSITIONS or MASS), or pass positions= or mass=")
+            given.insert(0, (self._state.name, state))
+        if not given:
             raise ValueError("append_snapshot needs positions or mass")
-        if positions is not None and mass is not None:
+        if len(given) > 1:
             raise ValueError("append_snapshot takes positions or mass, not both")
+        (name, value), = given
+        kind = STATE_KINDS[name]
         diagnostics = dict(diagnostics or {})
         values = {_check_diagnostic_name(k): _diagnostic_value(k, v) for k, v in diagnostics.items()}
-        state = f["state"]
+        group = f["state"]
         T = self.n_snapshots
         if T > 0:
             have = {n for n in f["diagnostics"] if n not in _RESERVED}
@@ -740,40 +774,24 @@ class RunWriter:
                 missing, extra = sorted(have - set(values)), sorted(set(values) - have)
                 raise ValueError(f"diagnostics must have the same names in every snapshot; "
                                  f"missing {missing}, new {extra}")
-            kind = "positions" if "positions" in state else "mass"
-            given = "positions" if positions is not None else "mass"
-            if kind != given:
-                raise ValueError(f"this file holds {kind} snapshots, got {given}")
+            stored = next(k for k in STATE_KINDS if k in group)
+            if stored != name:
+                raise ValueError(f"this file holds {stored} snapshots, got {name}")
         if T > 0 and t_val < f["time"][T - 1]:
             raise ValueError(f"t must not decrease: the last snapshot is at t = {f['time'][T - 1]!r}, got {t_val!r}")
-        # 1. the state row
-        if positions is not None:
-            x = _float_array("positions", positions, (None, self.model.d))
-            if "weights" in state and state["weights"].shape[0] != x.shape[0]:
-                raise ValueError(f"positions must have {state['weights'].shape[0]} rows (the weights), got {x.shape[0]}")
-            row, name = x, "positions"
-        else:
-            row, name = _float_array("mass", mass, (None,)), "mass"
-            if "grid" in f and f["grid"]["areas"].shape[0] != row.shape[0]:
-                raise ValueError(f"mass must have {f['grid']['areas'].shape[0]} cells (the grid), got {row.shape[0]}")
-        if name in state and state[name].shape[1:] != row.shape:
-            raise ValueError(f"{state.name}/{name} holds rows of shape {state[name].shape[1:]}, got {row.shape}")
+        row = self._state_row(kind, value)
         self._check_room(row.nbytes + 8192 * (len(values) + 1))
         with self._writing(f"writing snapshot {T + 1} (t = {t_val:g})"):
-            if positions is not None:
-                particle = _index_scale(state, "particle", x.shape[0])
-                comp = _index_scale(state, "component", x.shape[1])
-                ds = self._series(state, "positions", x.shape, (particle, comp), snapshot=True)
-            else:
-                cell = _index_scale(state, "cell", row.shape[0])
-                ds = self._series(state, "mass", row.shape, (cell,), snapshot=True)
+            # 1. the state row
+            scales = [_index_scale(group, dim, n) for dim, n in zip(kind.dims, row.shape)]
+            ds = self._series(group, name, row.shape, scales, snapshot=True)
             ds.resize((T + 1,) + ds.shape[1:])
             ds[T] = row
             # 2. the diagnostics rows
-            for dname, value in values.items():
+            for dname, dvalue in values.items():
                 d = self._series(f["diagnostics"], dname, (), (), snapshot=False)
                 d.resize((T + 1,))
-                d[T] = value
+                d[T] = dvalue
             # 3. time, last
             time = f["time"]
             time.resize((T + 1,))
@@ -782,6 +800,23 @@ class RunWriter:
         if self._tmp is not None:
             self._publish()  # the first snapshot is written: the new file replaces path now
         return T + 1
+
+    #: What fixes the length of a state axis once static data are written: (dataset, word, source).
+    _AXIS_SOURCES = {"particle": ("/state/weights", "rows", "the weights"), "cell": ("/grid/areas", "cells", "the grid")}
+
+    def _state_row(self, kind, value) -> np.ndarray:
+        """``value`` as a float64 row of ``kind``, its lengths checked against the static data."""
+        shape = tuple(self.model.d if dim == "component" else None for dim in kind.dims)
+        row = _float_array(kind.name, value, shape)
+        f = self.file
+        for dim, n in zip(kind.dims, row.shape):
+            source = self._AXIS_SOURCES.get(dim)
+            if source is not None and source[0] in f and f[source[0]].shape[0] != n:
+                raise ValueError(f"{kind.name} must have {f[source[0]].shape[0]} {source[1]} ({source[2]}), got {n}")
+        stored = f["state"].get(kind.name)
+        if stored is not None and stored.shape[1:] != row.shape:
+            raise ValueError(f"/state/{kind.name} holds rows of shape {stored.shape[1:]}, got {row.shape}")
+        return row
 
     def set_series_attrs(self, name: str, attrs: dict) -> None:
         """Set attributes of ``/diagnostics/<name>`` (strings or real numbers; others refused)."""
@@ -813,7 +848,7 @@ class RunWriter:
         T = self.n_snapshots
         if T == 0:
             return None
-        name = "positions" if "positions" in f["state"] else "mass"
+        name = next(k for k in STATE_KINDS if k in f["state"])
         return float(f["time"][T - 1]), f["state"][name][T - 1]
 
 
@@ -863,6 +898,7 @@ class Result:
     created: str = ""
     mfpde_version: str = ""
     diagnostic_attrs: dict = field(default_factory=dict)
+    wall_time: float = math.nan
 
     @property
     def n_snapshots(self) -> int:
@@ -1246,7 +1282,7 @@ def load(path: str | os.PathLike) -> Result:
             grid=grid, diagnostics=diagnostics, config=layout.config, limit=limit,
             status=_attr_str(f.attrs.get("status", "unknown")), model=_read_model(f),
             created=_attr_str(f.attrs.get("created", "")), mfpde_version=_attr_str(f.attrs.get("mfpde_version", "")),
-            diagnostic_attrs=diagnostic_attrs,
+            diagnostic_attrs=diagnostic_attrs, wall_time=float(f.attrs.get("wall_time", math.nan)),
         )
 
 

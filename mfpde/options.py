@@ -19,22 +19,38 @@ __all__ = [
     "WassersteinOptions",
     "StudyOptions",
     "INITIAL_KINDS",
-    "METHODS",
-    "INTEGRATORS",
     "KERNELS",
 ]
 
 #: The values of ``initial.kind``.
 INITIAL_KINDS = ("uniform", "perturbed_uniform", "vmf_mixture", "wrapped_normal_mixture", "file")
 SAMPLINGS = ("quantile", "random")
-#: The values of ``solver.method``.
-METHODS = ("particles", "fv", "pic")
-#: The values of ``solver.integrator``.
-INTEGRATORS = ("euler", "heun", "rk4", "rk45")
 #: The values of ``solver.kernel``.
 KERNELS = ("exact", "truncated")
 GROUNDS = ("geodesic", "chordal")
 W_METHODS = ("auto", "exact", "circle", "two_atom", "sparse", "sliced")
+
+
+def _methods() -> tuple:
+    """The values of ``solver.method``: the method registry (imported on use: it loads the solvers)."""
+    from .methods import method_names
+
+    return method_names()
+
+
+def _integrators() -> tuple:
+    """The values of ``solver.integrator``: the integrator registry."""
+    from .solvers.integrators import INTEGRATORS
+
+    return INTEGRATORS
+
+
+def __getattr__(name):  # METHODS and INTEGRATORS come from their registries
+    if name == "METHODS":
+        return _methods()
+    if name == "INTEGRATORS":
+        return _integrators()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_number(x) -> bool:
@@ -207,8 +223,8 @@ class SolverOptions(_Section):
 
     def __post_init__(self):
         s = "solver"
-        _choice(s, "method", self.method, METHODS)
-        _choice(s, "integrator", self.integrator, INTEGRATORS)
+        _choice(s, "method", self.method, _methods())
+        _choice(s, "integrator", self.integrator, _integrators())
         _choice(s, "kernel", self.kernel, KERNELS)
         for key in ("dt", "cfl", "t_end", "rtol", "atol"):
             _positive(s, key, getattr(self, key))

@@ -14,32 +14,22 @@ import collections
 import math
 import os
 import shutil
+import time
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, check_method, load_config
 from .diagnostics import evaluate, make_context, w_to_limit_attrs
-from .initial import initial_cell_masses, initial_measure
 from .io import Result, RunWriter, load
 from .kernels.truncated import OUTCOMES as _TRUNCATION_OUTCOMES
-from .mesh.sphere import MAX_FREQUENCY
-from .solvers import FVCircleSolver, FVSphereSolver, ParticleSolver, PICSolver
-from .solvers.fv_circle import MAX_CFL
-from .solvers.fv_sphere import MAX_CFL as MAX_CFL_SPHERE
-from .solvers.pic import MIN_CELLS as PIC_MIN_CELLS
+from .methods import Method, get_method
 
-__all__ = ["run", "check_output", "snapshot_times", "IMPLEMENTED_METHODS"]
-
-#: The solver methods this version runs.
-IMPLEMENTED_METHODS = ("particles", "fv", "pic")
+__all__ = ["run", "check_output", "snapshot_times"]
 
 #: Cost-matrix budget for w_to_limit at every snapshot (bytes): above it, ``auto`` uses the
 #: certified sparse method (never sliced).
 W_MEMORY_BUDGET = 2**28
-
-#: Largest solver.cells accepted for fv on S^2 (the cell count of the largest icosahedral frequency).
-MAX_SPHERE_CELLS = 10 * MAX_FREQUENCY**2 + 2
 
 
 def snapshot_times(t_end: float, save_every: float) -> np.ndarray:
@@ -51,71 +41,6 @@ def snapshot_times(t_end: float, save_every: float) -> np.ndarray:
     else:
         times[-1] = t_end
     return times
-
-
-def _check_runnable(config: Config) -> None:
-    """Reject what validates but cannot run yet, before any work or file is made."""
-    method = config.solver.method
-    if method not in IMPLEMENTED_METHODS:
-        raise ConfigError(
-            config.source, "solver.method",
-            f"must be one of {', '.join(IMPLEMENTED_METHODS)} in this version, got {method!r}",
-        )
-    if method == "fv":
-        d = config.model.d
-        if d not in (2, 3):
-            raise ConfigError(
-                config.source, "solver.method",
-                f"'fv' is implemented for d = 2 (the circle) and d = 3 (S^2), got d = {d}",
-            )
-        max_cfl = MAX_CFL if d == 2 else MAX_CFL_SPHERE
-        if config.solver.cfl > max_cfl:
-            raise ConfigError(
-                config.source, "solver.cfl",
-                f"must be <= {max_cfl} for fv (positivity of the limited reconstruction + SSP-RK3), "
-                f"got {config.solver.cfl!r}",
-            )
-        if d == 2 and config.solver.cells < 3:
-            raise ConfigError(config.source, "solver.cells",
-                              f"must be >= 3 for fv on the circle, got {config.solver.cells!r}")
-        if d == 3 and config.solver.cells > MAX_SPHERE_CELLS:
-            raise ConfigError(config.source, "solver.cells",
-                              f"must be <= {MAX_SPHERE_CELLS} for fv on S^2, got {config.solver.cells!r}")
-        model = config.model
-        if model.is_zero_temperature and model.zero_temperature != "continuum":
-            raise ConfigError(
-                config.source, "model.zero_temperature",
-                f"must be \"continuum\" for fv at beta = inf (a density has no hardmax field), "
-                f"got {model.zero_temperature!r}",
-            )
-    if method == "pic":
-        _check_pic(config)
-    if config.solver.kernel not in ("exact", "truncated"):
-        raise ConfigError(
-            config.source, "solver.kernel", f"must be \"exact\" or \"truncated\", got {config.solver.kernel!r}"
-        )
-
-
-def _check_pic(config: Config) -> None:
-    d, model, cells = config.model.d, config.model, config.solver.cells
-    if d not in PIC_MIN_CELLS:
-        raise ConfigError(
-            config.source, "solver.method",
-            f"'pic' is implemented for d = 2 (the circle) and d = 3 (S^2) in this version, got d = {d}",
-        )
-    if cells < PIC_MIN_CELLS[d]:
-        raise ConfigError(
-            config.source, "solver.cells", f"must be >= {PIC_MIN_CELLS[d]} for pic with d = {d}, got {cells!r}"
-        )
-    if d == 3 and cells > MAX_SPHERE_CELLS:
-        raise ConfigError(config.source, "solver.cells",
-                          f"must be <= {MAX_SPHERE_CELLS} for pic on S^2, got {cells!r}")
-    if model.is_zero_temperature and model.zero_temperature != "continuum":
-        raise ConfigError(
-            config.source, "model.zero_temperature",
-            f"must be \"continuum\" for pic at beta = inf (the hardmax field of a mesh measure cannot be "
-            f"interpolated), got {model.zero_temperature!r}",
-        )
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -194,21 +119,14 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.3g} GB"
 
 
-def _check_resources(config: Config, n_snapshots: int, path: str) -> None:
+def _check_resources(config: Config, method: type[Method], n_snapshots: int, path: str) -> None:
     """Refuse a run whose state cannot fit in memory or whose file cannot fit on its disk."""
-    solver, d = config.solver, config.model.d
-    if solver.method == "fv":
-        size, what, key = solver.cells, f"{solver.cells} cells", "solver.cells"
-    else:
-        size, what, key = config.initial.n * d, f"{config.initial.n} x {d} positions", "initial.n"
-    if solver.method == "pic" and solver.cells > config.initial.n:
-        size, what, key = solver.cells * d, f"{solver.cells} cells x {d}", "solver.cells"
+    size, what, key = method.state_size(config)
     need, have = _STATE_COPIES * 8.0 * size, _memory_bytes()
     if need > have:
         raise ConfigError(config.source, key, f"needs about {_gb(need)} of memory ({_STATE_COPIES} copies of "
                                               f"{what} in float64), this machine has {_gb(have)}")
-    per_snapshot = 8.0 * (solver.cells if solver.method == "fv" else config.initial.n * d)
-    file_size = n_snapshots * per_snapshot
+    file_size = n_snapshots * 8.0 * method.snapshot_size(config)
     directory = os.path.dirname(os.path.abspath(path))
     free = shutil.disk_usage(directory).free
     if os.path.isfile(path):
@@ -256,49 +174,50 @@ def run(
         config = load_config(config, overrides)
     if output is not None:
         config = config.replace(output=config.output.replace(path=os.fspath(output)))
-    _check_runnable(config)
+    check_method(config)  # a Config built by hand has not been through the loader
+    method_class = get_method(config.solver.method)
     times = snapshot_times(config.solver.t_end, config.output.save_every)
     path = config.output.path
     if progress:
         return _with_progress_bar(config, path, resume, force, on_step)
     check_output(config, path, resume=resume)
-    _check_resources(config, len(times), path)
-    if resume:
-        _check_resumable(path, config, times)  # before the file is opened for writing
-    method = {"fv": _FiniteVolumes, "pic": _PIC}.get(config.solver.method, _Particles)(config)
+    _check_resources(config, method_class, len(times), path)
+    stored = _check_resumable(path, config, method_class, times) if resume else None  # before the file is opened
+    method = method_class(config)
     names = config.output.diagnostics
 
     def context_of(state0):
         return make_context(config.model, *method.measure(state0), config.wasserstein,
                             memory_budget=W_MEMORY_BUDGET, cluster_threshold=config.output.cluster_threshold,
-                            cell_areas=getattr(method, "cell_areas", None))
+                            cell_areas=method.cell_areas)
 
-    def start():  # the initial state and its limit measure: every input read and checked
-        state0 = method.initial_state()
-        return state0, context_of(state0)
-
-    fresh = None if resume else start()  # before the writer touches the output
+    if stored is not None and stored.n_snapshots > 0:
+        state0 = method.restore(stored)
+    else:
+        stored = None
+        state0 = method.initial_state()  # every input read and checked before the writer touches the output
+    context = context_of(state0)
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
-                   force=force, provenance=_provenance(config)) as writer:
-        if resume and writer.n_snapshots > 0:
-            state0 = method.stored_initial_state(load(path))
+                   force=force, provenance=method.provenance(), state=method.state) as writer:
+        if stored is not None:
             t_last, state = writer.last_snapshot()
             remaining = times[times > t_last * (1 + 1e-12)]
-            context = context_of(state0)
         else:
-            state0, context = fresh if fresh is not None else start()
             state, t_last, remaining = state0, 0.0, times
             method.write_static(writer)
             writer.write_limit(context.limit_points, context.limit_weights)
         before = collections.Counter(_TRUNCATION_OUTCOMES)
         previous = writer.series_attrs("w_to_limit")
+        started = time.perf_counter()
         try:
             for t, snapshot in method.snapshots(state, remaining, t_last, on_step):
                 diagnostics = evaluate(names, *method.measure(snapshot), context)
-                writer.append_snapshot(t, **{method.state_name: snapshot}, diagnostics=diagnostics)
+                writer.append_snapshot(t, snapshot, diagnostics=diagnostics)
                 if "w_to_limit" in names:
                     writer.set_series_attrs("w_to_limit", w_to_limit_attrs(context, previous))
         finally:
+            if writer.is_open:
+                writer.set_wall_time(writer.stored_wall_time + time.perf_counter() - started)
             if config.solver.kernel == "truncated" and writer.is_open:
                 used = collections.Counter(_TRUNCATION_OUTCOMES)
                 used.subtract(before)
@@ -328,17 +247,6 @@ def _with_progress_bar(config: Config, path, resume: bool, force: bool, on_step)
         bar.close()
 
 
-def _provenance(config: Config) -> dict:
-    """What the file records about how it was computed (attributes beside ``config_sha256``)."""
-    out = {"method": config.solver.method, "kernel": config.solver.kernel, "precision": "float64",
-           "kernel_used": config.solver.kernel}
-    if config.solver.method != "fv":
-        out["integrator"] = config.solver.integrator
-    else:
-        out["integrator"] = "ssp_rk3"
-    return out
-
-
 def _kernel_used(counts, writer) -> str:
     """``truncated`` / ``exact (fallback: reason)`` / a count of each, over this run's field evaluations
     (added to what an earlier, resumed part of the run recorded)."""
@@ -358,12 +266,14 @@ def _kernel_used(counts, writer) -> str:
     return text
 
 
-def _check_resumable(path, config: Config, times) -> None:
-    """Refuse a --resume that would mix configs or continue data this run did not write.
+def _check_resumable(path, config: Config, method: type[Method], times) -> Result:
+    """The stored run, after refusing a --resume that would mix configs or continue data this run
+    did not write.
 
     The stored file must verify (``mfpde.load``), hold the same resolved config (a larger
-    ``solver.t_end`` aside: an extension), the particle count of ``initial.n`` and snapshot
-    times on this config's grid.  Nothing is written before these checks pass.
+    ``solver.t_end`` aside: an extension), a state the method can continue
+    (``Method.stored_conflict``) and snapshot times on this config's grid.  Nothing is
+    written before these checks pass.
     """
     from ._filelock import PathLock
     from .io import DamagedFileError, resume_conflict
@@ -375,98 +285,11 @@ def _check_resumable(path, config: Config, times) -> None:
     resume_conflict(path, stored.config, config.to_dict(), stored.status)
     T = stored.n_snapshots
     if T == 0:
-        return
-    if config.solver.method in ("particles", "pic") and config.initial.kind != "file":
-        N = stored.positions.shape[1]
-        if N != config.initial.n:
-            raise DamagedFileError(f"{path} holds {N} particles but its config says initial.n = {config.initial.n}")
+        return stored
+    why = method.stored_conflict(config, stored)
+    if why is not None:
+        raise DamagedFileError(f"{path}: {why}")
     if T > len(times) or not np.allclose(stored.times, times[:T], rtol=1e-12, atol=1e-300):
         raise DamagedFileError(f"{path}: its {T} snapshot times are not the config's snapshot times "
                                f"(0, {config.output.save_every:g}, ... {config.solver.t_end:g}); cannot resume it")
-
-
-class _Particles:
-    """Particles: the state is the positions; the masses are fixed and stored once."""
-
-    state_name = "positions"
-
-    def __init__(self, config: Config):
-        self.config = config
-        self.solver = ParticleSolver(config.model, config.solver)
-        self.weights = None
-
-    def initial_state(self):
-        positions, self.weights = initial_measure(self.config.initial, self.config.model.d)
-        return positions
-
-    def stored_initial_state(self, result):
-        self.weights = result.weights
-        return result.positions[0]
-
-    def write_static(self, writer):
-        writer.write_weights(self.weights)
-
-    def measure(self, positions):
-        return positions, self.weights
-
-    def snapshots(self, positions, times, t0, on_step):
-        return self.solver.snapshots(positions, self.weights, times, t0=t0, on_step=on_step)
-
-
-class _PIC(_Particles):
-    """Particle-in-cell: stored like particles (positions, fixed weights), plus its mesh in /grid."""
-
-    def __init__(self, config: Config):
-        self.config = config
-        self.solver = PICSolver(config.model, config.solver)
-        self.weights = None
-
-    def write_static(self, writer):
-        writer.write_weights(self.weights)
-        mesh = self.solver.mesh
-        attrs = ({"mesh": "uniform_circle"} if self.config.model.d == 2
-                 else {"mesh": "icosahedral_voronoi", "frequency": mesh.frequency})
-        writer.write_grid(self.solver.nodes, mesh.areas, attrs=attrs)
-
-
-class _FiniteVolumes:
-    """Finite volumes: the state is the cell masses at the cell centers.
-
-    d = 2: ``FVCircleSolver`` on ``CircleMesh(solver.cells)``; d = 3: ``FVSphereSolver`` on
-    ``SphereMesh.icosahedral(solver.cells)`` (10 n^2 + 2 cells, n nearest to solver.cells).
-    """
-
-    state_name = "mass"
-
-    def __init__(self, config: Config):
-        self.config = config
-        if config.model.d == 2:
-            self.solver = FVCircleSolver(config.model, config.solver)
-            self.centers = np.asarray(self.solver.mesh.center_points)
-            self._cells = self.solver.mesh.edges
-            self.grid_attrs = {"mesh": "uniform_circle"}
-        else:
-            self.solver = FVSphereSolver(config.model, config.solver)
-            self.centers = np.asarray(self.solver.mesh.centers)
-            self._cells = self.solver.mesh
-            self.grid_attrs = {"mesh": "icosahedral_voronoi", "frequency": self.solver.mesh.frequency}
-
-    def initial_state(self):
-        return initial_cell_masses(self.config.initial, self._cells)
-
-    def stored_initial_state(self, result):
-        return result.mass[0]
-
-    def write_static(self, writer):
-        writer.write_grid(self.centers, self.solver.mesh.areas, attrs=self.grid_attrs)
-
-    @property
-    def cell_areas(self):
-        """The cell areas: ``n_clusters`` compares densities (mass / area) of a mesh state."""
-        return self.solver.mesh.areas
-
-    def measure(self, masses):
-        return self.centers, masses
-
-    def snapshots(self, masses, times, t0, on_step):
-        return self.solver.snapshots(masses, times, t0=t0, on_step=on_step)
+    return stored

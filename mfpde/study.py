@@ -31,7 +31,6 @@ import itertools
 import json
 import math
 import os
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,13 +205,6 @@ def summarize_run(result: Result, metric: str, t_min_rtol: float = 0.0) -> dict:
             "metric_final": float(series[-1]), "decay_rate": decay}
 
 
-def _read_wall_time(path) -> float:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return float(f.attrs.get("wall_time", math.nan))
-
-
 def stored_config_differs(stored: dict, requested: dict) -> list[str]:
     """Dotted keys in which a run file's stored config differs from the requested resolved
     config (``output.path`` aside); empty when the file's numbers answer the request."""
@@ -267,16 +259,10 @@ def execute_run(spec: RunSpec, metric: str, numba_threads: int | None = None, t_
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             resume = existing is not None and existing.n_snapshots > 0
-            start = time.perf_counter()
             result = run(spec.config, resume=resume, force=not resume, on_step=on_step)
-            elapsed = time.perf_counter() - start
-            import h5py
-
-            with h5py.File(path, "r+") as f:  # accumulated over resumed attempts
-                f.attrs["wall_time"] = (float(f.attrs.get("wall_time", 0.0)) if resume else 0.0) + elapsed
             status = "complete"
         row.update(summarize_run(result, metric, t_min_rtol))
-        row["wall_time"] = _read_wall_time(path)
+        row["wall_time"] = result.wall_time  # the runner's, summed over resumed attempts
         row["status"] = status
     except Exception as exc:  # one failing run must not stop the study
         row.update({k: math.nan for k in SUMMARY_NUMERIC})

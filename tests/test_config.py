@@ -269,7 +269,7 @@ BAD = {
     ),
     "bad_choice": (
         BASE + '[solver]\nmethod = "spectral"\n',
-        "solver.method: must be one of particles, fv, pic, got 'spectral'",
+        "solver.method: must be one of particles, pic, fv, got 'spectral'",
     ),
     "missing_initial_file": (
         BASE + '[initial]\nkind = "file"\npath = "nowhere.h5"\n',
@@ -289,7 +289,7 @@ BAD = {
     ),
     "fv_in_d4": (
         "[model]\nd = 4\n[solver]\nmethod = \"fv\"\n",
-        "solver.method: 'fv' needs model.d = 2 or 3, got d = 4",
+        "solver.method: 'fv' is implemented for d = 2 (the circle) and d = 3 (S^2), got d = 4",
     ),
     "section_not_table": (
         "solver = 3\n" + BASE,

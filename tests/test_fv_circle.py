@@ -369,25 +369,6 @@ def test_runner_writes_grid_masses_and_diagnostics(tmp_path):
     assert res.diagnostics["fourier_mode_3"][-1] > res.diagnostics["fourier_mode_3"][0]
 
 
-def test_runner_resume_is_bit_identical(tmp_path):
-    cfg = _fv_config(tmp_path)
-    reference = mfpde.run(cfg, output=tmp_path / "ref.h5")
-    calls = []
-
-    def stop(t):
-        calls.append(t)
-        if t > 0.9:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        mfpde.run(cfg, on_step=stop)
-    partial = mfpde.load(tmp_path / "fv.h5")
-    assert partial.status == "interrupted" and 1 < partial.n_snapshots < len(reference.times)
-    done = mfpde.run(cfg, resume=True)
-    np.testing.assert_array_equal(done.times, reference.times)
-    np.testing.assert_array_equal(done.mass, reference.mass)
-
-
 def test_runner_refuses_what_fv_cannot_run():
     for cfg, key in (
         ({"model": {"d": 4}, "solver": {"method": "fv"}}, "solver.method"),

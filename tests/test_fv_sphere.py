@@ -399,28 +399,6 @@ def test_example_config_runs(tmp_path):
     assert np.all(np.diff(res.diagnostics["w_to_limit"]) < 0)  # aligning with +-e_1
 
 
-def test_runner_resume_is_bit_for_bit(tmp_path):
-    cfg = _config(tmp_path)
-    reference = mfpde.run(cfg, output=tmp_path / "ref.h5")
-
-    def stop(t):
-        if t > 0.3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        mfpde.run(cfg, on_step=stop)
-    partial = mfpde.load(tmp_path / "run.h5")
-    assert partial.status == "interrupted" and 1 < partial.n_snapshots < len(reference.times)
-    done = mfpde.run(cfg, resume=True)
-    np.testing.assert_array_equal(done.times, reference.times)
-    np.testing.assert_array_equal(done.mass, reference.mass)
-
-
-@pytest.mark.parametrize("change,key", [
-    ({"solver": {"cfl": 0.6}}, "solver.cfl"),
-    ({"solver": {"cells": 10**7}}, "solver.cells"),
-    ({"model": {"beta": "inf", "zero_temperature": "hardmax"}}, "model.zero_temperature"),
-])
 def test_config_errors(tmp_path, change, key):
     cfg = _config(tmp_path)
     for section, values in change.items():

@@ -397,25 +397,6 @@ def test_runner_writes_positions_weights_and_the_mesh(tmp_path, d):
         np.testing.assert_array_equal(stored, x)
 
 
-def test_runner_resume_is_bit_identical(tmp_path):
-    reference = mfpde.run(pic_config(tmp_path), output=tmp_path / "ref.h5")
-    calls = []
-
-    def stop(t):
-        calls.append(t)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-
-    cfg = pic_config(tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        mfpde.run(cfg, on_step=stop)
-    partial = mfpde.load(cfg["output"]["path"])
-    assert partial.status == "interrupted" and 1 < partial.n_snapshots < reference.n_snapshots
-    done = mfpde.run(cfg, resume=True)
-    np.testing.assert_array_equal(done.times, reference.times)
-    np.testing.assert_array_equal(done.positions, reference.positions)
-
-
 def test_runner_refuses_what_pic_cannot_run(tmp_path):
     for change, key in (
         ({"model": {"d": 4}}, "solver.method"),

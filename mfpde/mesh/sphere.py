@@ -51,6 +51,8 @@ MESH_ROTATION = (0.1, 0.2, 0.3)
 
 #: Largest icosahedral frequency accepted (10 n^2 + 2 = 4.0e6 cells); a bound, not a target.
 MAX_FREQUENCY = 632
+#: The most cells of an icosahedral mesh (frequency MAX_FREQUENCY: 10 n^2 + 2 cells).
+MAX_CELLS = 10 * MAX_FREQUENCY**2 + 2
 
 
 def _frozen(a: np.ndarray, dtype=np.float64) -> np.ndarray:

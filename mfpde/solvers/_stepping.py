@@ -16,7 +16,7 @@ from .._masses import check_masses
 from ..model import Model
 from ..options import SolverOptions
 
-__all__ = ["check_times", "snapshot_loop", "FVStepping"]
+__all__ = ["check_times", "snapshot_loop", "FVStepping", "check_continuum_limit"]
 
 
 def check_times(times, t0: float) -> np.ndarray:
@@ -42,6 +42,16 @@ def snapshot_loop(state: np.ndarray, times: np.ndarray, t0: float,
         yield t, state.copy()
 
 
+def check_continuum_limit(model: Model, method: str, why: str) -> None:
+    """The one rule of mesh methods at beta = inf: the field must be the continuum limit.
+
+    A measure on a mesh has no hardmax field (``why`` says which way it fails for ``method``).
+    """
+    if model.is_zero_temperature and model.zero_temperature != "continuum":
+        raise ValueError(f"model.zero_temperature must be \"continuum\" for {method} at beta = inf ({why}), "
+                         f"got {model.zero_temperature!r}")
+
+
 class FVStepping:
     """SSP-RK3 (Shu-Osher) time stepping of the cell masses of a finite-volume solver.
 
@@ -63,28 +73,32 @@ class FVStepping:
     def _masses_shape_note(self) -> str:  # pragma: no cover - every solver overrides it
         raise NotImplementedError
 
-    @classmethod
-    def _checked_options(cls, model, options, d: int, mesh_name: str, cfl_reason: str) -> SolverOptions:
-        """The options (default: fv's) after the checks both solvers make of the model and options.
+    #: The dimension, the mesh's name in messages, why cfl is capped, the fewest cells.
+    _d: int
+    _mesh_name: str
+    _cfl_reason: str
+    _min_cells: int = 3
+    _max_cells: int | None = None
 
-        ``mesh_name`` names the solver in the message on d, ``cfl_reason`` says why cfl is capped.
-        """
+    @classmethod
+    def check_options(cls, model, options: SolverOptions) -> None:
+        """ValueError naming the key unless this solver can run ``model`` with ``options``."""
         if not isinstance(model, Model):
             raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
-        options = options or SolverOptions(method="fv")
-        if model.d != d:
-            raise ValueError(f"the {mesh_name} finite-volume solver needs model.d = {d}, got d = {model.d}")
+        if model.d != cls._d:
+            raise ValueError(f"model.d must be {cls._d} for the {cls._mesh_name} finite-volume solver, got {model.d}")
         if options.integrator != SolverOptions.integrator:
-            raise ValueError(f"solver.integrator is not used by the {mesh_name} finite-volume solver (always "
+            raise ValueError(f"solver.integrator is not used by the {cls._mesh_name} finite-volume solver (always "
                              f"SSP-RK3); leave it at {SolverOptions.integrator!r}, got {options.integrator!r}")
         if options.cfl > cls._max_cfl:
-            raise ValueError(f"solver.cfl must be <= {cls._max_cfl} for fv ({cfl_reason}), got {options.cfl!r}")
-        if model.is_zero_temperature and model.zero_temperature != "continuum":
-            raise ValueError(
-                "fv at beta = inf needs model.zero_temperature = \"continuum\" (a density has no "
-                f"hardmax field), got {model.zero_temperature!r}"
-            )
-        return options
+            raise ValueError(f"solver.cfl must be <= {cls._max_cfl} for fv ({cls._cfl_reason}), got {options.cfl!r}")
+        if options.cells < cls._min_cells:
+            raise ValueError(f"solver.cells must be >= {cls._min_cells} for fv on the {cls._mesh_name}, "
+                             f"got {options.cells!r}")
+        if cls._max_cells is not None and options.cells > cls._max_cells:
+            raise ValueError(f"solver.cells must be <= {cls._max_cells} for fv on the {cls._mesh_name}, "
+                             f"got {options.cells!r}")
+        check_continuum_limit(model, "fv", "a density has no hardmax field")
 
     def _dt_for(self, rate: float) -> float:
         if rate > 0:

@@ -96,11 +96,8 @@ class FVCircleSolver(FVStepping):
 
     def __init__(self, model: Model, options: SolverOptions | None = None, *, limiter: str = "mc",
                  field_path: str = "auto"):
-        options = self._checked_options(model, options, 2, "circle",
-                                        "MUSCL + SSP-RK3 keeps masses >= 0 only up to 1/2")
-        if options.kernel != "exact":
-            raise ValueError(f"solver.kernel must be \"exact\" for finite volumes on the circle (the field is "
-                             f"exact: FFT or direct sums), got {options.kernel!r}")
+        options = options or SolverOptions(method="fv")
+        self.check_options(model, options)
         if limiter not in LIMITERS:
             raise ValueError(f"limiter must be one of {', '.join(LIMITERS)}, got {limiter!r}")
         if field_path not in FIELD_PATHS:
@@ -124,6 +121,14 @@ class FVCircleSolver(FVStepping):
         self.n_rejected = 0
 
     # ------------------------------------------------------------------ the field
+
+    @classmethod
+    def check_options(cls, model, options: SolverOptions) -> None:
+        """ValueError naming the key unless this solver can run ``model`` with ``options``."""
+        super().check_options(model, options)
+        if options.kernel != "exact":
+            raise ValueError(f"solver.kernel must be \"exact\" for finite volumes on the circle (the field is "
+                             f"exact: FFT or direct sums), got {options.kernel!r}")
 
     def _direct_speed(self, masses: np.ndarray, faces=None) -> np.ndarray:
         mesh = self.mesh
@@ -182,6 +187,8 @@ class FVCircleSolver(FVStepping):
     # (step, advance, snapshots: FVStepping; the Courant number is dt max|u| / dx)
 
     _max_cfl = MAX_CFL
+    _d, _mesh_name, _min_cells = 2, "circle", 3
+    _cfl_reason = "MUSCL + SSP-RK3 keeps masses >= 0 only up to 1/2"
 
     @property
     def _cfl_length(self) -> float:

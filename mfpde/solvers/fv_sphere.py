@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike
 from ..field import continuum_field, velocity
 from ..kernels._jit import jit
 from ..mesh import SphereMesh
+from ..mesh.sphere import MAX_CELLS
 from ..model import Model
 from ..options import SolverOptions
 from ._stepping import FVStepping
@@ -265,8 +266,8 @@ class FVSphereSolver(FVStepping):
     """
 
     def __init__(self, model: Model, options: SolverOptions | None = None, *, reconstruction: str = "linear"):
-        options = self._checked_options(model, options, 3, "sphere",
-                                        "face values <= 2 rho keep masses >= 0 only up to 1/2")
+        options = options or SolverOptions(method="fv")
+        self.check_options(model, options)
         if reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}")
         self.model = model
@@ -303,6 +304,8 @@ class FVSphereSolver(FVStepping):
     # (step, advance, snapshots: FVStepping; the Courant number is dt outflow_rate)
 
     _max_cfl = MAX_CFL
+    _d, _mesh_name, _min_cells, _max_cells = 3, "sphere", 1, MAX_CELLS
+    _cfl_reason = "face values <= 2 rho keep masses >= 0 only up to 1/2"
 
     def _rate(self, u: np.ndarray) -> float:
         return outflow_rate(u * self.mesh.face_lengths, self.mesh)

@@ -19,11 +19,14 @@ import numpy as np
 
 from ..sphere import retract
 
-__all__ = ["FIXED_STEP", "fixed_step", "DormandPrince", "ORDER"]
+__all__ = ["FIXED_STEP", "fixed_step", "DormandPrince", "ORDER", "INTEGRATORS"]
 
 Field = Callable[[np.ndarray], np.ndarray]
 
+#: The integrators of the particle methods and their orders: the registry of ``solver.integrator``.
 ORDER = {"euler": 1, "heun": 2, "rk4": 4, "rk45": 5}
+#: The values of ``solver.integrator``.
+INTEGRATORS = tuple(ORDER)
 
 
 def _euler(f: Field, x, h):

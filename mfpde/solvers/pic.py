@@ -50,9 +50,10 @@ from numpy.typing import ArrayLike
 from ..field import continuum_field, velocity
 from ..kernels._jit import jit, jit_parallel
 from ..mesh import CircleMesh, SphereMesh
-from ..mesh.sphere import _greedy_walk
+from ..mesh.sphere import MAX_CELLS, _greedy_walk
 from ..model import Model
 from ..options import SolverOptions
+from ._stepping import check_continuum_limit
 from .particles import ParticleSolver
 
 __all__ = [
@@ -610,20 +611,28 @@ class PICSolver(ParticleSolver):
     """
 
     def __init__(self, model: Model, options: SolverOptions | None = None):
-        if not isinstance(model, Model):
-            raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
         options = options or SolverOptions(method="pic")
-        if model.is_zero_temperature and model.zero_temperature != "continuum":
-            raise ValueError(
-                "pic at beta = inf needs model.zero_temperature = \"continuum\" (the hardmax field of a "
-                f"mesh measure is not smooth enough to interpolate), got {model.zero_temperature!r}"
-            )
+        self.check_options(model, options)
         super().__init__(model, options)
         self.mesh = pic_mesh(model.d, options.cells)
         self.nodes = np.ascontiguousarray(self.mesh.center_points if model.d == 2 else self.mesh.centers)
         self.max_mass_error = 0.0
         self.min_cell_mass = math.inf
         self.cell_masses = None
+
+    @classmethod
+    def check_options(cls, model, options: SolverOptions) -> None:
+        """ValueError naming the key unless PIC can run ``model`` with ``options``."""
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
+        d, cells = model.d, options.cells
+        if d not in MIN_CELLS:
+            raise ValueError(f"model.d must be 2 (the circle) or 3 (S^2) for pic in this version, got {d}")
+        if cells < MIN_CELLS[d]:
+            raise ValueError(f"solver.cells must be >= {MIN_CELLS[d]} for pic with d = {d}, got {cells!r}")
+        if d == 3 and cells > MAX_CELLS:
+            raise ValueError(f"solver.cells must be <= {MAX_CELLS} for pic on S^2, got {cells!r}")
+        check_continuum_limit(model, "pic", "the hardmax field of a mesh measure cannot be interpolated")
 
     @property
     def uses_mesh(self) -> bool:

@@ -1,0 +1,113 @@
+"""Particle methods: ``particles`` (the exact N-body field) and ``pic`` (particle-in-cell).
+
+The state of both is the positions (N, d) of the tokens; their masses are fixed, drawn with
+the positions from ``[initial]`` and stored once in ``/state/weights``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..initial import initial_measure
+from ..solvers.integrators import INTEGRATORS
+from .base import POSITIONS, Method, register_method
+
+__all__ = ["Particles", "ParticleInCell"]
+
+
+def _config_error(config, exc: ValueError):
+    from ..config import _wrap
+
+    return _wrap(config.source, exc, "solver.method")
+
+
+@register_method
+class Particles(Method):
+    """``solver.method = "particles"``: dx_i/dt = X_beta[mu_t](x_i), mu_t = sum_j m_j delta_{x_j}."""
+
+    name = "particles"
+    state = POSITIONS
+    integrators = INTEGRATORS
+
+    @classmethod
+    def unused(cls, section, key, config):
+        if section == "solver" and key == "cfl":
+            return "its step is solver.dt (the CFL number bounds the finite-volume step only)"
+        if section == "solver" and key == "cells" and cls.name == "particles":
+            return "particles use no mesh"
+        if section == "solver" and key == "tolerance" and config.solver.kernel != "truncated":
+            return "it is the threshold of solver.kernel = \"truncated\" only"
+        return super().unused(section, key, config)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.solver = self._make_solver(config)
+        self.weights = None
+
+    @staticmethod
+    def _make_solver(config):
+        from ..solvers import ParticleSolver
+
+        return ParticleSolver(config.model, config.solver)
+
+    def initial_state(self):
+        positions, self.weights = initial_measure(self.config.initial, self.config.model.d)
+        return positions
+
+    def restore(self, result):
+        self.weights = result.weights
+        return result.positions[0]
+
+    @classmethod
+    def stored_conflict(cls, config, result):
+        N, initial = result.positions.shape[1], config.initial
+        if initial.kind != "file" and N != initial.n:
+            return f"it holds {N} particles but its config says initial.n = {initial.n}"
+        return None
+
+    def write_static(self, writer):
+        writer.write_weights(self.weights)
+
+    def measure(self, positions):
+        return positions, self.weights
+
+    def snapshots(self, positions, times, t0=0.0, on_step=None):
+        return self.solver.snapshots(positions, self.weights, times, t0=t0, on_step=on_step)
+
+
+@register_method
+class ParticleInCell(Particles):
+    """``solver.method = "pic"``: particles moved by the field of their deposition on a mesh (d = 2, 3),
+    stored like particles plus the mesh in ``/grid``."""
+
+    name = "pic"
+
+    @classmethod
+    def check(cls, config):
+        from ..solvers import PICSolver
+
+        try:
+            PICSolver.check_options(config.model, config.solver)
+        except ValueError as exc:
+            raise _config_error(config, exc) from None
+
+    @classmethod
+    def state_size(cls, config):
+        size = super().state_size(config)
+        cells, d = config.solver.cells, config.model.d
+        if cells > config.initial.n:
+            return cells * d, f"{cells} cells x {d}", "solver.cells"
+        return size
+
+    @staticmethod
+    def _make_solver(config):
+        from ..solvers import PICSolver
+
+        return PICSolver(config.model, config.solver)
+
+    def write_static(self, writer):
+        writer.write_weights(self.weights)
+        mesh = self.solver.mesh
+        attrs = ({"mesh": "uniform_circle"} if self.config.model.d == 2
+                 else {"mesh": "icosahedral_voronoi", "frequency": mesh.frequency})
+        writer.write_grid(np.asarray(self.solver.nodes), mesh.areas, attrs=attrs)
