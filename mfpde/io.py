@@ -45,11 +45,14 @@ from ._version import __version__ as _mfpde_version
 from .methods.base import MASS, POSITIONS, StateKind
 from .model import Model
 
-__all__ = ["RunWriter", "Result", "load", "info", "FORMAT", "FORMAT_VERSION", "STATUSES",
+__all__ = ["RunWriter", "Result", "load", "info", "check_replaceable", "FORMAT", "STUDY_FORMAT", "FORMAT_VERSION",
+           "STATUSES",
            "FileError", "DamagedFileError", "FileBusyError", "WriteError"]
 
 #: The root ``format`` attribute of a run file.
 FORMAT = "mfpde"
+#: The root ``format`` attribute of a study index (docs/hdf5.md, "Study index").
+STUDY_FORMAT = "mfpde-study"
 #: The layout version written (and the newest one read).
 FORMAT_VERSION = 1
 #: The values of a run file's ``status`` attribute.
@@ -109,6 +112,50 @@ def _status_of(path) -> str | None:
             return _attr_str(f.attrs.get("status")) or "unknown"
     except (OSError, ValueError):
         return None
+
+
+def _someone_elses(path, fmt: str) -> str | None:
+    """Why an existing ``path`` is someone else's file (not mfpde's of format ``fmt``), or None.
+
+    A non-empty file that is not HDF5, or an HDF5 file whose ``format`` attribute is not
+    ``fmt``, is someone else's.  An empty file, or HDF5 that does not open (a damaged run),
+    is not.
+    """
+    if os.path.getsize(path) == 0 or not _has_hdf5_signature(path):
+        return None if os.path.getsize(path) == 0 else "is not an mfpde file (not HDF5)"
+    try:
+        with h5py.File(path, "r") as f:
+            found = _attr_str(f.attrs.get("format"))
+    except Exception:  # damaged
+        return None
+    return None if found == fmt else f"is not an mfpde file (an HDF5 file without format = \"{fmt}\")"
+
+
+def check_replaceable(path: str | os.PathLike, *, force: bool = False, fmt: str = FORMAT, key: str = "") -> None:
+    """Raise ``FileExistsError`` unless an existing ``path`` may be replaced by a new file.
+
+    Someone else's file (a non-empty file that is not HDF5, or HDF5 of another ``format``) is
+    never replaced, even with ``force``.  A run file (``fmt = FORMAT``) is replaced only with
+    ``force``: a complete one says so, an unfinished one suggests ``--resume``.  A study index
+    is its study's to rewrite.  ``key`` prefixes the message (``"output.path: "``).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return
+    why = _someone_elses(path, fmt)
+    if why is not None:
+        even = " (even with --force)" if fmt == FORMAT else ""
+        raise FileExistsError(f"{key}{path} exists and {why}; mfpde will not overwrite it{even}: "
+                              "remove it or choose another output")
+    if force or fmt != FORMAT:
+        return
+    status = _status_of(path)
+    if status == "complete":
+        raise FileExistsError(f"{key}{path} holds a complete run; pass --force (force=True) to overwrite it")
+    if status is not None:
+        raise FileExistsError(f"{key}{path} holds an unfinished run (status {status!r}); pass --resume to continue "
+                              f"it or --force (force=True) to overwrite it")
+    raise FileExistsError(f"{key}{path} exists and is not an mfpde file; pass --force (force=True) to overwrite it")
 
 
 def _attr_str(value):
@@ -341,7 +388,7 @@ class RunWriter:
         self._lock = PathLock(self.path).acquire()  # before anything is read, truncated or created
         try:
             if mode == "w":
-                self._check_overwrite(force)
+                check_replaceable(self.path, force=force)
                 self._create_beside()
             else:
                 self._open_resume()
@@ -350,19 +397,6 @@ class RunWriter:
             raise
 
     # -- opening
-
-    def _check_overwrite(self, force: bool):
-        if not os.path.exists(self.path) or force:
-            return
-        status = _status_of(self.path)
-        if status == "complete":
-            raise FileExistsError(f"{self.path} holds a complete run; pass --force (force=True) to overwrite it")
-        if status is not None:
-            raise FileExistsError(
-                f"{self.path} holds an unfinished run (status {status!r}); pass --resume to continue it "
-                f"or --force (force=True) to overwrite it"
-            )
-        raise FileExistsError(f"{self.path} exists and is not an mfpde file; pass --force (force=True) to overwrite it")
 
     def _create_beside(self):
         """Build the new file as a hidden temporary beside ``path``; ``path`` itself is replaced
@@ -1036,7 +1070,7 @@ def _open_mfpde(path) -> h5py.File:
     if fmt is None:
         f.close()
         raise FileError(f"{path} is not an mfpde file (no format attribute)")
-    if fmt == "mfpde-study":
+    if fmt == STUDY_FORMAT:
         f.close()
         raise FileError(f"{path} is an mfpde study index, not a run file: read it with "
                         f"mfpde.study.load_study({path!r}) (its runs are run files in its .runs/ folder)")
@@ -1309,7 +1343,7 @@ def is_study_file(path: str | os.PathLike) -> bool:
     FileError (one line) for a file that is not HDF5, does not open or cannot be read."""
     with _open_h5(path) as f:
         try:
-            return _attr_str(f.attrs.get("format")) == "mfpde-study"
+            return _attr_str(f.attrs.get("format")) == STUDY_FORMAT
         except (OSError, RuntimeError, KeyError) as exc:
             raise DamagedFileError(f"{path}: cannot read its root attributes ({exc})") from None
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import Config, ConfigError, check_method, load_config
 from .diagnostics import evaluate, make_context, w_to_limit_attrs
-from .io import Result, RunWriter, load
+from .io import FORMAT, STUDY_FORMAT, Result, RunWriter, check_replaceable, load
 from .kernels.truncated import OUTCOMES as _TRUNCATION_OUTCOMES
 from .methods import Method, get_method
 
@@ -53,35 +53,14 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _foreign_file(path: str, fmt_wanted: str) -> str | None:
-    """Why ``path`` (an existing file) is not mfpde's to replace, or None.
-
-    A non-empty file that is not HDF5, or an HDF5 file whose ``format`` attribute is not
-    ``fmt_wanted``, is someone else's.  An HDF5 file that does not open (a damaged run) is
-    left to the writer's own checks.
-    """
-    import h5py
-
-    if os.path.getsize(path) == 0:
-        return None
-    if not h5py.is_hdf5(path):
-        return "is not an HDF5 file"
-    try:
-        with h5py.File(path, "r") as f:
-            fmt = f.attrs.get("format")
-    except Exception:  # damaged: the writer decides
-        return None
-    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-    return None if fmt == fmt_wanted else f"is an HDF5 file without format = \"{fmt_wanted}\""
-
-
-def check_output(config: Config, path: str | os.PathLike, *, resume: bool = False, study: bool = False) -> None:
+def check_output(config: Config, path: str | os.PathLike, *, resume: bool = False, study: bool = False,
+                 force: bool = False) -> None:
     """Refuse an output path that cannot or must not be written, before anything is made.
 
     Its directory must exist; it must not be the config file itself or ``initial.path``
-    (input and output resolving to one file); an existing file that is not an mfpde file
-    is never overwritten, with or without ``force`` (``study=True``: an existing file must
-    be an mfpde study index).
+    (input and output resolving to one file); an existing file must be replaceable
+    (:func:`mfpde.io.check_replaceable`; ``study=True``: an existing file must be an mfpde
+    study index).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -95,12 +74,8 @@ def check_output(config: Config, path: str | os.PathLike, *, resume: bool = Fals
     if config.initial.kind == "file" and _same_file(path, config.initial.path):
         raise ValueError(f"output.path: {path} is initial.path, the file the initial state is read from; "
                          "choose another output")
-    if not resume and os.path.isfile(path):
-        why = _foreign_file(path, "mfpde-study" if study else "mfpde")
-        if why is not None:
-            even = "" if study else " (even with --force)"
-            raise FileExistsError(f"output.path: {path} exists and {why}; mfpde will not overwrite it{even}: "
-                                  "remove it or choose another output")
+    if not resume:
+        check_replaceable(path, force=force, fmt=STUDY_FORMAT if study else FORMAT, key="output.path: ")
 
 
 #: Working copies of the state a run holds at once (integrator stages, the field, diagnostics).
@@ -180,7 +155,7 @@ def run(
     path = config.output.path
     if progress:
         return _with_progress_bar(config, path, resume, force, on_step)
-    check_output(config, path, resume=resume)
+    check_output(config, path, resume=resume, force=force)
     _check_resources(config, method_class, len(times), path)
     stored = _check_resumable(path, config, method_class, times) if resume else None  # before the file is opened
     method = method_class(config)

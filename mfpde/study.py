@@ -48,7 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 __all__ = ["RunSpec", "StudyResult", "StudyLocked", "expand", "run_study", "fit_rates", "load_study",
            "summarize_run", "stored_config_differs"]
 
-STUDY_FORMAT = "mfpde-study"
 SUMMARY_NUMERIC = ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time")
 
 
@@ -327,6 +326,7 @@ def _write_index(path, config: Config, specs, rows, rates, status):
     import h5py
 
     from ._version import __version__
+    from .io import STUDY_FORMAT
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -657,6 +657,8 @@ def study_info(path) -> str:
 def load_study(path: str | os.PathLike) -> StudyResult:
     """Read a study index file: the summary columns and the fitted rates."""
     import h5py
+
+    from .io import STUDY_FORMAT
 
     path = os.fspath(path)
     if not os.path.exists(path):
