@@ -28,3 +28,15 @@ def rng():
 def unit_rows(rng, n, d):
     x = rng.standard_normal((n, d))
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(autouse=True)
+def _method_registry():
+    """Whatever a test registers (a toy method, a docs example's) is gone after it."""
+    from mfpde.methods import base
+
+    base.method_names()  # the built-ins registered before the snapshot
+    saved = dict(base._REGISTRY)
+    yield
+    base._REGISTRY.clear()
+    base._REGISTRY.update(saved)
