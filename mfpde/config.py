@@ -600,6 +600,10 @@ def check_method(config: Config) -> None:
                 raise ConfigError(config.source, f"{section}.{key}",
                                   f"is not used by {where}: {why}; remove it or "
                                   f"leave it at its default {_got(default)}, got {_got(value)}")
+    accepted = method.integrators
+    if accepted is not None and config.solver.integrator not in accepted:
+        raise ConfigError(config.source, "solver.integrator",
+                          f"must be one of {', '.join(accepted)} for {where}, got {_got(config.solver.integrator)}")
     method.check(config)
 
 

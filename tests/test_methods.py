@@ -122,6 +122,21 @@ def test_a_study_sweeps_it(frozen, tmp_path):
     np.testing.assert_array_equal(study.summary["metric_final"], [r.diagnostics["w_to_limit"][-1] for r in runs])
 
 
+def test_a_method_refuses_the_integrators_it_cannot_use(tmp_path):
+    class EulerOnly(Frozen):
+        name = "euler_only"
+        integrators = ("euler",)
+
+    register_method(EulerOnly)
+    cfg = _config(tmp_path)
+    cfg["solver"]["method"] = "euler_only"
+    with pytest.raises(ConfigError, match=r"solver\.integrator: must be one of euler for solver.method = "
+                                          r"'euler_only', got 'rk4'"):
+        load_config(cfg)
+    cfg["solver"]["integrator"] = "euler"
+    assert load_config(cfg).solver.integrator == "euler"
+
+
 def test_unregistered_it_is_an_unknown_method(tmp_path):
     assert "frozen" not in method_names()
     with pytest.raises(ConfigError, match=r"solver\.method: must be one of particles, pic, fv, got 'frozen'"):
