@@ -829,25 +829,14 @@ def _build_options(source: str, section: str, values: dict):
 
 
 def _check_initial(initial: InitialOptions, d: int, source: str, base: Path, path_from_cli: bool):
+    """The kind's own rules (``mfpde.initial.InitialKind.check``), then a file's path resolved."""
+    from .initial import initial_kind  # here, not at the top: the edits of the loader stay apart
+
     kind = initial.kind
-    if kind in ("perturbed_uniform", "wrapped_normal_mixture") and d != 2:
-        raise ConfigError(source, "initial.kind", f"{kind!r} lives on the circle and needs model.d = 2, got d = {d}")
-    if kind == "vmf_mixture":
-        for i, mean in enumerate(initial.means):
-            if len(mean) != d:
-                raise ConfigError(source, "initial.means",
-                                  f"must be points with d = {d} coordinates, got {len(mean)} in mean {i + 1}")
-            if not all(math.isfinite(x) for x in mean) or not any(x != 0 for x in mean):
-                raise ConfigError(source, "initial.means",
-                                  f"must be finite, nonzero vectors, got {_got(list(mean))} in mean {i + 1}")
-        if not all(math.isfinite(k) for k in initial.kappas):
-            raise ConfigError(source, "initial.kappas", f"must be finite, got {_got(list(initial.kappas))}")
-    if kind == "wrapped_normal_mixture":
-        for key in ("means", "sigmas"):
-            if not all(math.isfinite(x) for x in getattr(initial, key)):
-                raise ConfigError(source, f"initial.{key}", f"must be finite, got {_got(list(getattr(initial, key)))}")
-    if kind in ("vmf_mixture", "wrapped_normal_mixture") and not all(math.isfinite(w) for w in initial.weights):
-        raise ConfigError(source, "initial.weights", f"must be finite, got {_got(list(initial.weights))}")
+    try:
+        initial_kind(kind).check(initial, d)
+    except ValueError as exc:
+        raise _wrap(source, exc, "initial.kind") from None
     if kind == "file":
         given = initial.path
         if "\0" in given:

@@ -24,8 +24,6 @@ __all__ = [
     "KERNELS",
 ]
 
-#: The values of ``initial.kind``.
-INITIAL_KINDS = ("uniform", "perturbed_uniform", "vmf_mixture", "wrapped_normal_mixture", "file")
 SAMPLINGS = ("quantile", "random")
 #: The values of ``solver.method``.
 METHODS = ("particles", "fv", "pic")
@@ -35,6 +33,20 @@ INTEGRATORS = ("euler", "heun", "rk4", "rk45")
 KERNELS = ("exact", "truncated")
 GROUNDS = ("geodesic", "chordal")
 W_METHODS = ("auto", "exact", "circle", "two_atom", "sparse", "sliced")
+
+
+def _initial_kinds() -> tuple:
+    """The values of ``initial.kind``: the names of ``mfpde.initial.KINDS`` (imported here, not
+    at the top: mfpde.initial imports this module)."""
+    from .initial import KINDS
+
+    return tuple(KINDS)
+
+
+def __getattr__(name: str):
+    if name == "INITIAL_KINDS":  # the values of ``initial.kind`` (``_initial_kinds``)
+        return _initial_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_number(x) -> bool:
@@ -131,7 +143,7 @@ class InitialOptions(_Section):
 
     def __post_init__(self):
         s = "initial"
-        _choice(s, "kind", self.kind, INITIAL_KINDS)
+        _choice(s, "kind", self.kind, _initial_kinds())
         _positive(s, "n", self.n, integer=True)
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"initial.seed must be an integer >= 0, got {self.seed!r}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange
+from numpy.typing import ArrayLike
 
 from ..mesh.circle import CircleMesh
 from ..mesh.locate import BLOCK, circle_stencil_rows, parallel, sphere_stencil_rows, triangulation
@@ -109,7 +110,7 @@ def _chunks(n: int, M: int):
     return -(-n // chunks), np.empty((chunks, M))
 
 
-def stencil_deposit(mesh, X, guess, weights):
+def stencil_deposit(mesh, X: np.ndarray, guess: np.ndarray | None, weights: np.ndarray) -> tuple:
     """(tris or None, idx, lam, cell masses) of checked points X with masses ``weights``: the
     stencil and the deposition fused per chunk (the same numbers as the separate calls).
 
@@ -154,7 +155,7 @@ def _check_stencil(idx, lam, n_rows=None):
     return idx, lam
 
 
-def deposit(idx, lam, weights, M: int) -> np.ndarray:
+def deposit(idx: ArrayLike, lam: ArrayLike, weights: ArrayLike, M: int) -> np.ndarray:
     """Cell masses m_i = sum_p weights_p lam_pk over the stencil entries idx_pk = i, (M,).
 
     ``idx`` (N, K) cell indices in [0, M), ``lam`` (N, K) weights, ``weights`` (N,) masses.
@@ -176,7 +177,7 @@ def _deposit(idx, lam, weights, M):
     return out
 
 
-def deposit_numpy(idx, lam, weights, M: int) -> np.ndarray:
+def deposit_numpy(idx: ArrayLike, lam: ArrayLike, weights: ArrayLike, M: int) -> np.ndarray:
     """NumPy reference of :func:`deposit` (``np.bincount``)."""
     w = np.asarray(lam) * np.asarray(weights)[:, None]
     return np.bincount(np.asarray(idx).ravel(), weights=w.ravel(), minlength=M)
@@ -224,7 +225,7 @@ def _interpolate_par(block, idx, lam, F, X, project, out):  # pragma: no cover -
         _interpolate_rows(b * block, min(n, (b + 1) * block), idx, lam, F, X, project, out)
 
 
-def interpolate(idx, lam, F, X=None) -> np.ndarray:
+def interpolate(idx: ArrayLike, lam: ArrayLike, F: ArrayLike, X: ArrayLike | None = None) -> np.ndarray:
     """v_p = sum_k lam_pk F[idx_pk] (N, d), projected to P_x v = v - <x, v> x when X is given.
 
     ``F`` (M, d) node values; ``X`` (N, d) the particles (any length: the smooth extension of
@@ -243,7 +244,7 @@ def interpolate(idx, lam, F, X=None) -> np.ndarray:
     return gather(idx, lam, F, X)
 
 
-def gather(idx, lam, F, X=None) -> np.ndarray:
+def gather(idx: np.ndarray, lam: np.ndarray, F: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
     """:func:`interpolate` on prepared input (idx (N, K) contiguous int64 in range, lam (N, K)
     and F (M, d) and X (N, d) or None contiguous float64): no checks are made."""
     project = X is not None
@@ -257,7 +258,7 @@ def gather(idx, lam, F, X=None) -> np.ndarray:
     return out
 
 
-def interpolate_numpy(idx, lam, F, X=None) -> np.ndarray:
+def interpolate_numpy(idx: ArrayLike, lam: ArrayLike, F: ArrayLike, X: ArrayLike | None = None) -> np.ndarray:
     """NumPy reference of :func:`interpolate`."""
     v = np.einsum("pk,pkc->pc", np.asarray(lam), np.asarray(F)[np.asarray(idx)])
     if X is None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import prange
+from numpy.typing import ArrayLike
 
 from ..kernels._jit import jit, jit_parallel
 from .circle import CircleMesh
@@ -212,7 +213,7 @@ def _sphere_par(block, X, *args):  # pragma: no cover - compiled
         sphere_stencil_rows(b * block, min(n, (b + 1) * block), X, *args)
 
 
-def check_points(X, d: int) -> np.ndarray:
+def check_points(X: ArrayLike, d: int) -> np.ndarray:
     """X as a contiguous float64 (N, d) array of finite points (ValueError otherwise)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != d:
@@ -238,7 +239,7 @@ def _sphere_stencil(mesh: SphereMesh, X, guess):
     return tris, idx, lam
 
 
-def sphere_stencil(mesh: SphereMesh, X, guess=None):
+def sphere_stencil(mesh: SphereMesh, X: ArrayLike, guess: ArrayLike | None = None) -> tuple:
     """Linear interpolation stencil of points X (N, 3) on the Delaunay triangles of ``mesh``.
 
     Returns ``(tris, idx, lam)``: the Delaunay triangle containing each point (N,) int64 (its
@@ -265,7 +266,7 @@ def sphere_stencil(mesh: SphereMesh, X, guess=None):
     return _sphere_stencil(mesh, X, guess)
 
 
-def sphere_stencil_numpy(mesh: SphereMesh, X):
+def sphere_stencil_numpy(mesh: SphereMesh, X: ArrayLike) -> tuple:
     """NumPy reference of :func:`sphere_stencil`: every triangle tested for every point (the
     one whose smallest barycentric weight is largest taken), weights from determinants of the
     corner centers: ``(tris, idx, lam)``."""
@@ -316,7 +317,7 @@ def _circle_par(block, X, M, idx, lam):  # pragma: no cover - compiled
         circle_stencil_rows(b * block, min(n, (b + 1) * block), X, M, idx, lam)
 
 
-def circle_stencil(mesh: CircleMesh, X):
+def circle_stencil(mesh: CircleMesh, X: ArrayLike) -> tuple:
     """Cloud-in-cell stencil of points X (N, 2) on the cell centers (i + 1/2) dx of ``mesh``.
 
     Returns ``(idx, lam)``: the two centers around each point's angle t, (N, 2) int64, and the
@@ -332,7 +333,7 @@ def circle_stencil(mesh: CircleMesh, X):
     return idx, lam
 
 
-def circle_stencil_numpy(mesh: CircleMesh, X):
+def circle_stencil_numpy(mesh: CircleMesh, X: ArrayLike) -> tuple:
     """NumPy reference of :func:`circle_stencil`."""
     X = check_points(X, 2)
     t = np.mod(np.arctan2(X[:, 1], X[:, 0]), 2.0 * math.pi)
