@@ -747,20 +747,13 @@ def _build_model(section: dict, source: str) -> Model:
             if not np.abs(mats[name]).max() <= MAX_ENTRY:
                 raise ConfigError(source, f"model.{name}.scale",
                                   f"must keep the entries <= {MAX_ENTRY:.0e} in size, got {_got(scale)}")
-    # beta, normalization, zero_temperature
-    beta = section.get("beta", 1.0)
-    if isinstance(beta, str):
-        if beta.strip().lower() not in ("inf", "infinity", "+inf"):
-            raise ConfigError(source, "model.beta", f"must be a number >= 0 or \"inf\", got {_got(beta)}")
-    elif not _is_number(beta) or (isinstance(beta, float) and math.isnan(beta)):
-        raise ConfigError(source, "model.beta", f"must be a number >= 0 or \"inf\", got {_got(beta)}")
-    elif beta < 0:
-        raise ConfigError(source, "model.beta", f"must be >= 0 (or \"inf\"), got {_got(beta)}")
-    else:
-        try:
-            beta = float(beta)
-        except OverflowError:
-            raise ConfigError(source, "model.beta", "must be a number >= 0 or \"inf\", got an integer too large for a float") from None
+    # beta (the Model's own rule, the value shown as written), normalization, zero_temperature
+    from .model import parse_beta  # here, not at the top: the edits of the loader stay apart
+
+    try:
+        beta = parse_beta(section.get("beta", 1.0), show=_got)
+    except ValueError as exc:
+        raise _wrap(source, exc, "model.beta") from None
     norm = section.get("normalization", "softmax")
     if norm not in NORMALIZATIONS:
         raise ConfigError(source, "model.normalization", f"must be one of {', '.join(NORMALIZATIONS)}, got {_got(norm)}")
