@@ -49,6 +49,8 @@ __all__ = ["RunWriter", "Result", "load", "info", "FORMAT", "FORMAT_VERSION", "S
 
 #: The root ``format`` attribute of a run file.
 FORMAT = "mfpde"
+#: The root ``format`` attribute of a study index file (``mfpde.study``).
+STUDY_FORMAT = "mfpde-study"
 #: The layout version written (and the newest one read).
 FORMAT_VERSION = 1
 #: The values of a run file's ``status`` attribute.
@@ -1000,7 +1002,7 @@ def _open_mfpde(path) -> h5py.File:
     if fmt is None:
         f.close()
         raise FileError(f"{path} is not an mfpde file (no format attribute)")
-    if fmt == "mfpde-study":
+    if fmt == STUDY_FORMAT:
         f.close()
         raise FileError(f"{path} is an mfpde study index, not a run file: read it with "
                         f"mfpde.study.load_study({path!r}) (its runs are run files in its .runs/ folder)")
@@ -1273,7 +1275,7 @@ def is_study_file(path: str | os.PathLike) -> bool:
     FileError (one line) for a file that is not HDF5, does not open or cannot be read."""
     with _open_h5(path) as f:
         try:
-            return _attr_str(f.attrs.get("format")) == "mfpde-study"
+            return _attr_str(f.attrs.get("format")) == STUDY_FORMAT
         except (OSError, RuntimeError, KeyError) as exc:
             raise DamagedFileError(f"{path}: cannot read its root attributes ({exc})") from None
 

@@ -21,7 +21,7 @@ import numpy as np
 from .config import Config, ConfigError, load_config
 from .diagnostics import evaluate, make_context, w_to_limit_attrs
 from .initial import initial_cell_masses, initial_measure
-from .io import Result, RunWriter, load
+from .io import FORMAT, STUDY_FORMAT, Result, RunWriter, load
 from .kernels.truncated import OUTCOMES as _TRUNCATION_OUTCOMES
 from .mesh.sphere import MAX_FREQUENCY
 from .solvers import FVCircleSolver, FVSphereSolver, ParticleSolver, PICSolver
@@ -171,7 +171,7 @@ def check_output(config: Config, path: str | os.PathLike, *, resume: bool = Fals
         raise ValueError(f"output.path: {path} is initial.path, the file the initial state is read from; "
                          "choose another output")
     if not resume and os.path.isfile(path):
-        why = _foreign_file(path, "mfpde-study" if study else "mfpde")
+        why = _foreign_file(path, STUDY_FORMAT if study else FORMAT)
         if why is not None:
             even = "" if study else " (even with --force)"
             raise FileExistsError(f"output.path: {path} exists and {why}; mfpde will not overwrite it{even}: "

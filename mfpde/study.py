@@ -42,6 +42,7 @@ from numpy.typing import ArrayLike
 
 from ._provenance import canonical_json, differing_keys
 from .config import Config, ConfigError, load_config, set_dotted
+from .io import STUDY_FORMAT
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .io import Result
@@ -49,7 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 __all__ = ["RunSpec", "StudyResult", "StudyLocked", "expand", "run_study", "fit_rates", "load_study",
            "summarize_run", "stored_config_differs"]
 
-STUDY_FORMAT = "mfpde-study"
 SUMMARY_NUMERIC = ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time")
 
 
