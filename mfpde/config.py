@@ -316,9 +316,7 @@ def check_dotted_key(key: str, source: str = "<dict>") -> tuple[str, ...]:
         return (section, name)
     if section == "study" and name == "sweep":
         axis = ".".join(parts[2:])
-        check_dotted_key(axis, source)
-        if axis.split(".")[0] == "study":
-            raise ConfigError(source, key, "a study cannot sweep a [study] key")
+        _check_sweep_axis(axis, source)
         return ("study", "sweep", axis)
     if section == "model" and name in _MATRICES and len(parts) == 3:
         if parts[2] not in _RANDOM_KEYS:
@@ -847,22 +845,23 @@ def _check_initial(initial: InitialOptions, d: int, source: str, base: Path, pat
     return initial
 
 
+def _check_sweep_axis(axis, source: str) -> None:
+    """The one rule for a study axis (``study.sweep.<axis>``, in a [study] table or a dotted
+    key): an existing dotted config key outside [study]."""
+    try:
+        check_dotted_key(axis, source)
+    except ConfigError as err:
+        raise ConfigError(source, f"study.sweep.{axis}",
+                          f"must be a dotted config key: {err.key}: {err.message}") from None
+    if str(axis).split(".")[0] == "study":
+        raise ConfigError(source, f"study.sweep.{axis}", "a study cannot sweep a [study] key")
+
+
 def _build_study(data: dict, source: str, base: Path, overridden) -> StudyOptions:
-    values = data["study"]
-    sweep = values.get("sweep", {})
-    if not isinstance(sweep, dict):
-        raise ConfigError(source, "study.sweep", f"must be a table of key = [values], got {_got(sweep)}")
-    for axis in sweep:
-        try:
-            check_dotted_key(axis, source)
-        except ConfigError as err:
-            raise ConfigError(source, f"study.sweep.{axis}",
-                              f"must be a dotted config key: {err.key}: {err.message}") from None
-        if str(axis).split(".")[0] == "study":
-            raise ConfigError(source, f"study.sweep.{axis}", "a study cannot sweep a [study] key")
-    study = _build_options(source, "study", values)
-    if study.fit and study.fit not in study.sweep:  # pragma: no cover - StudyOptions checks it
-        raise ConfigError(source, "study.fit", f"must be one of the sweep axes, got {_got(study.fit)}")
+    # StudyOptions: the sweep a table of non-empty lists, the fit one of its axes
+    study = _build_options(source, "study", data["study"])
+    for axis in study.sweep:
+        _check_sweep_axis(axis, source)
     _check_diagnostics((study.metric,), source, "study.metric")
     # every swept value must give a valid config on its own
     base_data = {k: v for k, v in data.items() if k != "study"}
