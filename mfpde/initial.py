@@ -124,25 +124,37 @@ def _component_counts(n: int, weights, rng) -> np.ndarray:
     return rng.multinomial(n, p / p.sum())
 
 
-def _from_file(options: InitialOptions, d: int):
+def _open_file(options: InitialOptions):
+    """(path, the mfpde file read with ``io.load``, or None for a .npy array) of ``initial.path``."""
     path = options.path
     if not os.path.exists(path):
         raise ValueError(f"initial.path: file not found: {path}")
     if path.endswith(".npy"):
+        return path, None
+    from .io import load  # the HDF5 reader; imported here to keep start-up light
+
+    return path, load(path)
+
+
+def _snapshot(options: InitialOptions, result, path: str) -> int:
+    n_snap = len(result.times)
+    if not -n_snap <= options.snapshot < n_snap:
+        raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
+    return options.snapshot
+
+
+def _from_file(options: InitialOptions, d: int, opened=None):
+    """Points and weights of ``initial.path`` (``opened``: its ``_open_file``, if done already)."""
+    path, result = opened or _open_file(options)
+    if result is None:
         points = np.load(path)
         if points.ndim != 2 or points.shape[1] != d:
             raise ValueError(f"initial.path: {path} must hold an (n, {d}) array, got shape {points.shape}")
         weights = np.full(len(points), 1.0 / len(points))
     else:
-        from .io import load  # the HDF5 reader; imported here to keep start-up light
-
-        result = load(path)
         if result.positions is None:
             raise ValueError(f"initial.path: {path} holds no particle positions")
-        n_snap = len(result.times)
-        if not -n_snap <= options.snapshot < n_snap:
-            raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
-        points = result.positions[options.snapshot]
+        points = result.positions[_snapshot(options, result, path)]
         weights = result.weights
         if points.shape[1] != d:
             raise ValueError(f"initial.path: {path} holds points in d = {points.shape[1]}, expected {d}")
@@ -226,23 +238,13 @@ def _points_to_cells(points, weights, edges) -> np.ndarray:
     return np.bincount(idx, weights=weights, minlength=len(edges) - 1)
 
 
-def _stored_cell_masses(options: InitialOptions, n_cells: int, mesh_name: str):
-    """Cell masses stored in an mfpde file (``initial.path``, ``initial.snapshot``), or None
-    when the path is a .npy of points or a particle file."""
-    path = options.path
-    if not os.path.exists(path):
-        raise ValueError(f"initial.path: file not found: {path}")
-    if path.endswith(".npy"):
+def _stored_cell_masses(options: InitialOptions, opened, n_cells: int, mesh_name: str):
+    """Cell masses stored in an mfpde file (``opened``: ``_open_file(options)``) at
+    ``initial.snapshot``, or None when the path is a .npy of points or a particle file."""
+    path, result = opened
+    if result is None or result.mass is None:
         return None
-    from .io import load
-
-    result = load(path)
-    if result.mass is None:
-        return None
-    n_snap = len(result.times)
-    if not -n_snap <= options.snapshot < n_snap:
-        raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
-    mass = np.asarray(result.mass[options.snapshot], dtype=np.float64)
+    mass = np.asarray(result.mass[_snapshot(options, result, path)], dtype=np.float64)
     if mass.shape[0] != n_cells:
         raise ValueError(
             f"initial.path: {path} holds masses on {mass.shape[0]} cells, {mesh_name} has "
@@ -529,17 +531,19 @@ class FromFile(InitialKind):
         return _from_file(options, d)
 
     def _circle_cells(self, options, edges):
-        mass = _stored_cell_masses(options, len(edges) - 1, "the mesh")
+        opened = _open_file(options)  # read once for both questions
+        mass = _stored_cell_masses(options, opened, len(edges) - 1, "the mesh")
         if mass is not None:
             return mass
-        points, weights = _from_file(options, 2)
+        points, weights = _from_file(options, 2, opened)
         return _points_to_cells(points, weights, edges)
 
     def _sphere_cells(self, options, mesh):
-        mass = _stored_cell_masses(options, mesh.M, "the sphere mesh")
+        opened = _open_file(options)
+        mass = _stored_cell_masses(options, opened, mesh.M, "the sphere mesh")
         if mass is not None:
             return mass
-        points, weights = _from_file(options, 3)
+        points, weights = _from_file(options, 3, opened)
         return np.bincount(mesh.locate(points), weights=weights, minlength=mesh.M)
 
 
