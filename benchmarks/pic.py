@@ -31,7 +31,7 @@ import numpy as np
 import mfpde
 from mfpde.options import SolverOptions
 from mfpde.solvers import ParticleSolver, PICSolver
-from mfpde.solvers.pic import PARALLEL_MIN
+from mfpde.mesh.locate import PARALLEL_MIN
 from mfpde.sphere import geodesic_distance, sample_uniform
 
 

@@ -185,7 +185,7 @@ def _cmd_study(args, stop: _StopRequests) -> int:
     import numpy as np
 
     from .config import load_config
-    from .study import expand, run_study
+    from .study import n_runs, run_study
 
     stop.check()  # a signal during the imports
     config = load_config(args.config, args.overrides)
@@ -195,14 +195,14 @@ def _cmd_study(args, stop: _StopRequests) -> int:
 
     OutputOptions(path=path)  # a usable file name (no NUL, not too long)
     check_output(config, path, study=True)
-    n_runs = len(expand(config, path))  # validates every run before any work
+    total = n_runs(config)  # run_study checks every run before any work
     stop.check()
     bar = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         size = shutil.get_terminal_size(fallback=(80, 24))
-        bar = tqdm(total=n_runs, unit="run", file=sys.stderr, ncols=size.columns, nrows=size.lines)
+        bar = tqdm(total=total, unit="run", file=sys.stderr, ncols=size.columns, nrows=size.lines)
 
     def on_run_done(row):
         if bar is not None:
@@ -222,6 +222,10 @@ def _cmd_study(args, stop: _StopRequests) -> int:
         print(f"mfpde: study interrupted; finished runs are kept in {path} and are not recomputed "
               "when the same command is run again", file=sys.stderr)
         return 128 + int(getattr(exc, "signum", signal.SIGINT))
+    except Exception:  # e.g. a run's config refused by run_study's check of every run
+        if bar is not None:
+            bar.close()
+        raise
     if bar is not None:
         bar.close()
     print(study.table())

@@ -316,9 +316,7 @@ def check_dotted_key(key: str, source: str = "<dict>") -> tuple[str, ...]:
         return (section, name)
     if section == "study" and name == "sweep":
         axis = ".".join(parts[2:])
-        check_dotted_key(axis, source)
-        if axis.split(".")[0] == "study":
-            raise ConfigError(source, key, "a study cannot sweep a [study] key")
+        _check_sweep_axis(axis, source)
         return ("study", "sweep", axis)
     if section == "model" and name in _MATRICES and len(parts) == 3:
         if parts[2] not in _RANDOM_KEYS:
@@ -730,20 +728,13 @@ def _build_model(section: dict, source: str) -> Model:
             if not np.abs(mats[name]).max() <= MAX_ENTRY:
                 raise ConfigError(source, f"model.{name}.scale",
                                   f"must keep the entries <= {MAX_ENTRY:.0e} in size, got {_got(scale)}")
-    # beta, normalization, zero_temperature
-    beta = section.get("beta", 1.0)
-    if isinstance(beta, str):
-        if beta.strip().lower() not in ("inf", "infinity", "+inf"):
-            raise ConfigError(source, "model.beta", f"must be a number >= 0 or \"inf\", got {_got(beta)}")
-    elif not _is_number(beta) or (isinstance(beta, float) and math.isnan(beta)):
-        raise ConfigError(source, "model.beta", f"must be a number >= 0 or \"inf\", got {_got(beta)}")
-    elif beta < 0:
-        raise ConfigError(source, "model.beta", f"must be >= 0 (or \"inf\"), got {_got(beta)}")
-    else:
-        try:
-            beta = float(beta)
-        except OverflowError:
-            raise ConfigError(source, "model.beta", "must be a number >= 0 or \"inf\", got an integer too large for a float") from None
+    # beta (the Model's own rule, the value shown as written), normalization, zero_temperature
+    from .model import parse_beta  # here, not at the top: the edits of the loader stay apart
+
+    try:
+        beta = parse_beta(section.get("beta", 1.0), show=_got)
+    except ValueError as exc:
+        raise _wrap(source, exc, "model.beta") from None
     norm = section.get("normalization", "softmax")
     if norm not in NORMALIZATIONS:
         raise ConfigError(source, "model.normalization", f"must be one of {', '.join(NORMALIZATIONS)}, got {_got(norm)}")
@@ -812,25 +803,14 @@ def _build_options(source: str, section: str, values: dict):
 
 
 def _check_initial(initial: InitialOptions, d: int, source: str, base: Path, path_from_cli: bool):
+    """The kind's own rules (``mfpde.initial.InitialKind.check``), then a file's path resolved."""
+    from .initial import initial_kind  # here, not at the top: the edits of the loader stay apart
+
     kind = initial.kind
-    if kind in ("perturbed_uniform", "wrapped_normal_mixture") and d != 2:
-        raise ConfigError(source, "initial.kind", f"{kind!r} lives on the circle and needs model.d = 2, got d = {d}")
-    if kind == "vmf_mixture":
-        for i, mean in enumerate(initial.means):
-            if len(mean) != d:
-                raise ConfigError(source, "initial.means",
-                                  f"must be points with d = {d} coordinates, got {len(mean)} in mean {i + 1}")
-            if not all(math.isfinite(x) for x in mean) or not any(x != 0 for x in mean):
-                raise ConfigError(source, "initial.means",
-                                  f"must be finite, nonzero vectors, got {_got(list(mean))} in mean {i + 1}")
-        if not all(math.isfinite(k) for k in initial.kappas):
-            raise ConfigError(source, "initial.kappas", f"must be finite, got {_got(list(initial.kappas))}")
-    if kind == "wrapped_normal_mixture":
-        for key in ("means", "sigmas"):
-            if not all(math.isfinite(x) for x in getattr(initial, key)):
-                raise ConfigError(source, f"initial.{key}", f"must be finite, got {_got(list(getattr(initial, key)))}")
-    if kind in ("vmf_mixture", "wrapped_normal_mixture") and not all(math.isfinite(w) for w in initial.weights):
-        raise ConfigError(source, "initial.weights", f"must be finite, got {_got(list(initial.weights))}")
+    try:
+        initial_kind(kind).check(initial, d)
+    except ValueError as exc:
+        raise _wrap(source, exc, "initial.kind") from None
     if kind == "file":
         given = initial.path
         if "\0" in given:
@@ -848,22 +828,23 @@ def _check_initial(initial: InitialOptions, d: int, source: str, base: Path, pat
     return initial
 
 
+def _check_sweep_axis(axis, source: str) -> None:
+    """The one rule for a study axis (``study.sweep.<axis>``, in a [study] table or a dotted
+    key): an existing dotted config key outside [study]."""
+    try:
+        check_dotted_key(axis, source)
+    except ConfigError as err:
+        raise ConfigError(source, f"study.sweep.{axis}",
+                          f"must be a dotted config key: {err.key}: {err.message}") from None
+    if str(axis).split(".")[0] == "study":
+        raise ConfigError(source, f"study.sweep.{axis}", "a study cannot sweep a [study] key")
+
+
 def _build_study(data: dict, source: str, base: Path, overridden) -> StudyOptions:
-    values = data["study"]
-    sweep = values.get("sweep", {})
-    if not isinstance(sweep, dict):
-        raise ConfigError(source, "study.sweep", f"must be a table of key = [values], got {_got(sweep)}")
-    for axis in sweep:
-        try:
-            check_dotted_key(axis, source)
-        except ConfigError as err:
-            raise ConfigError(source, f"study.sweep.{axis}",
-                              f"must be a dotted config key: {err.key}: {err.message}") from None
-        if str(axis).split(".")[0] == "study":
-            raise ConfigError(source, f"study.sweep.{axis}", "a study cannot sweep a [study] key")
-    study = _build_options(source, "study", values)
-    if study.fit and study.fit not in study.sweep:  # pragma: no cover - StudyOptions checks it
-        raise ConfigError(source, "study.fit", f"must be one of the sweep axes, got {_got(study.fit)}")
+    # StudyOptions: the sweep a table of non-empty lists, the fit one of its axes
+    study = _build_options(source, "study", data["study"])
+    for axis in study.sweep:
+        _check_sweep_axis(axis, source)
     _check_diagnostics((study.metric,), source, "study.metric")
     # every swept value must give a valid config on its own
     base_data = {k: v for k, v in data.items() if k != "study"}

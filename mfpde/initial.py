@@ -1,7 +1,14 @@
-"""Initial measures rho_0 as weighted particles: ``initial_measure(options, d)``.
+"""Initial measures rho_0: particles ``initial_measure(options, d)``, cell masses
+``initial_cell_masses(options, edges or mesh)``.
 
-Every kind returns ``(positions (n, d), weights (n,))`` with unit rows and weights summing
-to 1, deterministic given ``options.seed``:
+Each value of ``initial.kind`` is one :class:`InitialKind` in ``KINDS`` (the one registry:
+``options.INITIAL_KINDS`` is its names) with its rules (``check(options, d)``: the circle
+kinds need d = 2, the means of a mixture d coordinates, ...) and its three products:
+``points`` for particles, ``circle_cells`` and ``sphere_cells`` for finite volumes.  The
+functions above dispatch to them.
+
+For particles every kind returns ``(positions (n, d), weights (n,))`` with unit rows and
+weights summing to 1, deterministic given ``options.seed``:
 
 - ``uniform``: n i.i.d. points from the surface measure of S^{d-1} (normalised Gaussians).
 - ``perturbed_uniform`` (d = 2): density (1 + a cos(k (t - phase))) / (2 pi).  By default
@@ -19,8 +26,8 @@ to 1, deterministic given ``options.seed``:
 
 from __future__ import annotations
 
+import math
 import os
-
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -31,6 +38,9 @@ from .mesh import SphereMesh
 
 __all__ = [
     "initial_measure",
+    "initial_kind",
+    "InitialKind",
+    "KINDS",
     "sample_vmf",
     "perturbed_uniform_angles",
     "wrapped_normal_density",
@@ -114,25 +124,37 @@ def _component_counts(n: int, weights, rng) -> np.ndarray:
     return rng.multinomial(n, p / p.sum())
 
 
-def _from_file(options: InitialOptions, d: int):
+def _open_file(options: InitialOptions):
+    """(path, the mfpde file read with ``io.load``, or None for a .npy array) of ``initial.path``."""
     path = options.path
     if not os.path.exists(path):
         raise ValueError(f"initial.path: file not found: {path}")
     if path.endswith(".npy"):
+        return path, None
+    from .io import load  # the HDF5 reader; imported here to keep start-up light
+
+    return path, load(path)
+
+
+def _snapshot(options: InitialOptions, result, path: str) -> int:
+    n_snap = len(result.times)
+    if not -n_snap <= options.snapshot < n_snap:
+        raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
+    return options.snapshot
+
+
+def _from_file(options: InitialOptions, d: int, opened=None):
+    """Points and weights of ``initial.path`` (``opened``: its ``_open_file``, if done already)."""
+    path, result = opened or _open_file(options)
+    if result is None:
         points = np.load(path)
         if points.ndim != 2 or points.shape[1] != d:
             raise ValueError(f"initial.path: {path} must hold an (n, {d}) array, got shape {points.shape}")
         weights = np.full(len(points), 1.0 / len(points))
     else:
-        from .io import load  # the HDF5 reader; imported here to keep start-up light
-
-        result = load(path)
         if result.positions is None:
             raise ValueError(f"initial.path: {path} holds no particle positions")
-        n_snap = len(result.times)
-        if not -n_snap <= options.snapshot < n_snap:
-            raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
-        points = result.positions[options.snapshot]
+        points = result.positions[_snapshot(options, result, path)]
         weights = result.weights
         if points.shape[1] != d:
             raise ValueError(f"initial.path: {path} holds points in d = {points.shape[1]}, expected {d}")
@@ -142,37 +164,6 @@ def _from_file(options: InitialOptions, d: int):
     if np.any(np.abs(norms - 1.0) > 1e-6):
         raise ValueError(f"initial.path: {path} holds points off the unit sphere (|x| - 1 up to {np.abs(norms - 1).max():.2g})")
     return retract(points), np.asarray(weights, dtype=np.float64) / np.sum(weights)
-
-
-def initial_measure(options: InitialOptions, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Particles (positions (n, d), weights (n,)) for the [initial] options on S^{d-1}."""
-    kind, n = options.kind, options.n
-    rng = np.random.default_rng(options.seed)
-    if kind in ("perturbed_uniform", "wrapped_normal_mixture") and d != 2:
-        raise ValueError(f"initial.kind = \"{kind}\" needs d = 2 (the circle), got d = {d}")
-    if kind == "uniform":
-        points = sample_uniform(n, d, rng)
-    elif kind == "perturbed_uniform":
-        u = rng.random(n) if options.sampling == "random" else None
-        points = angle_to_point(perturbed_uniform_angles(n, options.amplitude, options.mode, options.phase, u))
-    elif kind == "vmf_mixture":
-        if len(options.means[0]) != d:
-            raise ValueError(f"initial.means must be points in R^{d}, got length {len(options.means[0])}")
-        counts = _component_counts(n, options.weights, rng)
-        points = np.concatenate(
-            [sample_vmf(c, mu, kappa, rng) for c, mu, kappa in zip(counts, options.means, options.kappas)]
-        )
-    elif kind == "wrapped_normal_mixture":
-        counts = _component_counts(n, options.weights, rng)
-        theta = np.concatenate(
-            [mu + sigma * rng.standard_normal(c) for c, mu, sigma in zip(counts, options.means, options.sigmas)]
-        )
-        points = angle_to_point(np.mod(theta, 2.0 * np.pi))
-    elif kind == "file":
-        return _from_file(options, d)
-    else:  # guarded by InitialOptions
-        raise ValueError(f"initial.kind {kind!r} is unknown")
-    return np.ascontiguousarray(points), np.full(len(points), 1.0 / len(points))
 
 
 # ----------------------------------------------------------------------------- cell masses
@@ -247,82 +238,19 @@ def _points_to_cells(points, weights, edges) -> np.ndarray:
     return np.bincount(idx, weights=weights, minlength=len(edges) - 1)
 
 
-def initial_cell_masses(options: InitialOptions, edges: ArrayLike | SphereMesh) -> np.ndarray:
-    """Masses of the cells of a mesh under rho_0 (sum 1).
-
-    ``edges``: the cell edges of the angle on S^1 (below), or a ``SphereMesh`` of S^2
-    (then see :func:`sphere_cell_masses`).
-
-    On S^1, the cells are [edges[i], edges[i+1]).
-
-    The density is integrated over each cell, not sampled: closed forms for ``uniform``
-    and ``perturbed_uniform``; differences of normal CDFs over 2 pi wraps for
-    ``wrapped_normal_mixture``; per-cell Gauss-Legendre quadrature for ``vmf_mixture``
-    (von Mises on S^1).  ``file``: the histogram of the file's points (a .npy array or
-    an mfpde file's positions with weights), or an mfpde finite-volume file's masses
-    when its grid has exactly these cells.  ``edges`` (M + 1,) increasing from 0 to
-    2 pi (``CircleMesh.edges``).  The result is renormalised to sum 1 exactly up to
-    round-off (the quadratures are accurate to ~1e-14 before it).
-    """
-    from .mesh import SphereMesh
-
-    if isinstance(edges, SphereMesh):
-        return sphere_cell_masses(options, edges)
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError("edges must be an increasing 1-d array of cell edges")
-    if abs(edges[0]) > 1e-12 or abs(edges[-1] - 2.0 * np.pi) > 1e-12:
-        raise ValueError(f"edges must run from 0 to 2 pi, got {edges[0]!r} .. {edges[-1]!r}")
-    kind = options.kind
-    if kind == "uniform":
-        masses = np.diff(edges) / (2.0 * np.pi)
-    elif kind == "perturbed_uniform":
-        masses = _perturbed_uniform_cells(edges, options.amplitude, options.mode, options.phase)
-    elif kind == "wrapped_normal_mixture":
-        masses = _wrapped_normal_cells(edges, options.means, options.sigmas, options.weights)
-    elif kind == "vmf_mixture":
-        if any(len(m) != 2 for m in options.means):
-            raise ValueError("initial.means must be points in R^2 for cell masses on the circle")
-        masses = _von_mises_cells(edges, options.means, options.kappas, options.weights)
-    elif kind == "file":
-        masses = _file_cells(options, edges)
-    else:  # guarded by InitialOptions
-        raise ValueError(f"initial.kind {kind!r} is unknown")
-    masses = np.maximum(masses, 0.0)
-    return masses / masses.sum()
-
-
-def _stored_cell_masses(options: InitialOptions, n_cells: int, mesh_name: str):
-    """Cell masses stored in an mfpde file (``initial.path``, ``initial.snapshot``), or None
-    when the path is a .npy of points or a particle file."""
-    path = options.path
-    if not os.path.exists(path):
-        raise ValueError(f"initial.path: file not found: {path}")
-    if path.endswith(".npy"):
+def _stored_cell_masses(options: InitialOptions, opened, n_cells: int, mesh_name: str):
+    """Cell masses stored in an mfpde file (``opened``: ``_open_file(options)``) at
+    ``initial.snapshot``, or None when the path is a .npy of points or a particle file."""
+    path, result = opened
+    if result is None or result.mass is None:
         return None
-    from .io import load
-
-    result = load(path)
-    if result.mass is None:
-        return None
-    n_snap = len(result.times)
-    if not -n_snap <= options.snapshot < n_snap:
-        raise ValueError(f"initial.snapshot must index one of the {n_snap} snapshots of {path}")
-    mass = np.asarray(result.mass[options.snapshot], dtype=np.float64)
+    mass = np.asarray(result.mass[_snapshot(options, result, path)], dtype=np.float64)
     if mass.shape[0] != n_cells:
         raise ValueError(
             f"initial.path: {path} holds masses on {mass.shape[0]} cells, {mesh_name} has "
             f"{n_cells} (solver.cells)"
         )
     return mass
-
-
-def _file_cells(options: InitialOptions, edges) -> np.ndarray:
-    mass = _stored_cell_masses(options, len(edges) - 1, "the mesh")
-    if mass is not None:
-        return mass
-    points, weights = _from_file(options, 2)
-    return _points_to_cells(points, weights, edges)
 
 
 # ----------------------------------------------------------------------------- cells of S^2
@@ -410,6 +338,265 @@ def _fan_quadrature(A, B, C, density, s: int, chunk: int = 1 << 21):
     return out
 
 
+# ----------------------------------------------------------------------------- the kinds
+
+
+def _shown(values) -> str:
+    """A list of numbers as an error message shows it: one line, at most 80 characters."""
+    text = " ".join(repr(list(values)).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_circle_edges(edges) -> np.ndarray:
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError("edges must be an increasing 1-d array of cell edges")
+    if abs(edges[0]) > 1e-12 or abs(edges[-1] - 2.0 * np.pi) > 1e-12:
+        raise ValueError(f"edges must run from 0 to 2 pi, got {edges[0]!r} .. {edges[-1]!r}")
+    return edges
+
+
+def _normalised(masses) -> np.ndarray:
+    masses = np.maximum(masses, 0.0)
+    return masses / masses.sum()
+
+
+class InitialKind:
+    """One value of ``initial.kind``: its rules and the measure rho_0 it makes.
+
+    ``check(options, d)`` raises ``ValueError("initial.<key>: ...")`` when the options cannot
+    give a measure on S^{d-1} (the config loader reports it against that key);
+    ``points(options, d)`` -> (positions (n, d), weights (n,)) for particles;
+    ``circle_cells(options, edges)`` and ``sphere_cells(options, mesh)`` -> cell masses (sum 1)
+    for finite volumes on S^1 (cell edges of the angle) and on a ``SphereMesh`` of S^2.  Each
+    of the three checks first (d = 2 on the circle, 3 on the sphere); a kind without one of
+    them refuses it with a ValueError naming the kind.  The products are deterministic
+    given ``options.seed``.
+    """
+
+    #: The ``initial.kind`` value.
+    name = ""
+    #: True for a kind that lives on the circle (d = 2 only).
+    circle_only = False
+
+    def check(self, options: InitialOptions, d: int) -> None:
+        if self.circle_only and d != 2:
+            raise ValueError(f"initial.kind: {self.name!r} lives on the circle and needs model.d = 2, got d = {d}")
+
+    def points(self, options: InitialOptions, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """Particles (positions (n, d), weights (n,)) of rho_0 on S^{d-1}."""
+        self.check(options, d)
+        return self._points(options, d)
+
+    def circle_cells(self, options: InitialOptions, edges: ArrayLike) -> np.ndarray:
+        """Masses of the cells [edges[i], edges[i+1]) of the angle on S^1 (sum 1)."""
+        edges = _check_circle_edges(edges)
+        self.check(options, 2)
+        return _normalised(self._circle_cells(options, edges))
+
+    def sphere_cells(self, options: InitialOptions, mesh: SphereMesh) -> np.ndarray:
+        """Masses of the cells of a ``SphereMesh`` (sum 1)."""
+        self.check(options, 3)
+        return _normalised(self._sphere_cells(options, mesh))
+
+    def _points(self, options, d):
+        raise ValueError(f"initial.kind: {self.name!r} gives no particles")
+
+    def _circle_cells(self, options, edges):
+        raise ValueError(f"initial.kind: {self.name!r} gives no cell masses on the circle")
+
+    def _sphere_cells(self, options, mesh):
+        raise ValueError(f"initial.kind: {self.name!r} gives no cell masses on S^2")
+
+    def _equal_weights(self, points) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(points), np.full(len(points), 1.0 / len(points))
+
+    def __repr__(self) -> str:
+        return f"<initial kind {self.name!r}>"
+
+
+class Uniform(InitialKind):
+    """``uniform``: n i.i.d. points of the surface measure of S^{d-1} (normalised Gaussians);
+    cell masses area / total area, exact."""
+
+    name = "uniform"
+
+    def _points(self, options, d):
+        rng = np.random.default_rng(options.seed)
+        return self._equal_weights(sample_uniform(options.n, d, rng))
+
+    def _circle_cells(self, options, edges):
+        return np.diff(edges) / (2.0 * np.pi)
+
+    def _sphere_cells(self, options, mesh):
+        return np.asarray(mesh.areas) / (4.0 * np.pi)
+
+
+class PerturbedUniform(InitialKind):
+    """``perturbed_uniform`` (d = 2): density (1 + a cos(k (t - phase))) / (2 pi); quantile or
+    random points (module docstring), cell integrals in closed form."""
+
+    name = "perturbed_uniform"
+    circle_only = True
+
+    def _points(self, options, d):
+        rng = np.random.default_rng(options.seed)
+        n = options.n
+        u = rng.random(n) if options.sampling == "random" else None
+        return self._equal_weights(angle_to_point(perturbed_uniform_angles(n, options.amplitude, options.mode,
+                                                                           options.phase, u)))
+
+    def _circle_cells(self, options, edges):
+        return _perturbed_uniform_cells(edges, options.amplitude, options.mode, options.phase)
+
+
+class VmfMixture(InitialKind):
+    """``vmf_mixture``: von Mises-Fisher components (means in R^d, kappas >= 0, weights);
+    Wood's sampler for points, quadrature for cell masses (von Mises on S^1, Radon's rule
+    on the cells' triangle fans on S^2)."""
+
+    name = "vmf_mixture"
+
+    def check(self, options, d):
+        super().check(options, d)
+        for i, mean in enumerate(options.means):
+            if len(mean) != d:
+                raise ValueError(f"initial.means: must be points with d = {d} coordinates, got {len(mean)} in mean {i + 1}")
+            if not all(math.isfinite(x) for x in mean) or not any(x != 0 for x in mean):
+                raise ValueError(f"initial.means: must be finite, nonzero vectors, got {_shown(mean)} in mean {i + 1}")
+        if not all(math.isfinite(k) for k in options.kappas):
+            raise ValueError(f"initial.kappas: must be finite, got {_shown(options.kappas)}")
+        _check_finite_weights(options)
+
+    def _points(self, options, d):
+        rng = np.random.default_rng(options.seed)
+        counts = _component_counts(options.n, options.weights, rng)
+        return self._equal_weights(np.concatenate(
+            [sample_vmf(c, mu, kappa, rng) for c, mu, kappa in zip(counts, options.means, options.kappas)]
+        ))
+
+    def _circle_cells(self, options, edges):
+        return _von_mises_cells(edges, options.means, options.kappas, options.weights)
+
+    def _sphere_cells(self, options, mesh):
+        ptr = np.asarray(mesh.neighbor_ptr)
+        reg = np.asarray(mesh.region_idx)
+        own = np.repeat(np.arange(mesh.M), np.diff(ptr))
+        nxt = np.arange(len(reg)) + 1
+        nxt[ptr[1:] - 1] = ptr[:-1]
+        A = np.asarray(mesh.centers)[own]
+        B = np.asarray(mesh.vertices)[reg]
+        C = np.asarray(mesh.vertices)[reg[nxt]]
+        size = float(np.max(np.linalg.norm(B - A, axis=1)))
+        kmax = max(options.kappas)
+        s = int(min(MAX_SUBDIVISION, max(1, np.ceil(size * np.sqrt(kmax) / VMF_RESOLUTION))))
+        fans = _fan_quadrature(A, B, C, lambda X: vmf_density(X, options.means, options.kappas, options.weights), s)
+        return np.bincount(own, weights=fans, minlength=mesh.M)
+
+
+class WrappedNormalMixture(InitialKind):
+    """``wrapped_normal_mixture`` (d = 2): angles mean + sigma Z mod 2 pi; cell masses from
+    differences of normal CDFs over 2 pi wraps."""
+
+    name = "wrapped_normal_mixture"
+    circle_only = True
+
+    def check(self, options, d):
+        super().check(options, d)
+        for key in ("means", "sigmas"):
+            if not all(math.isfinite(x) for x in getattr(options, key)):
+                raise ValueError(f"initial.{key}: must be finite, got {_shown(getattr(options, key))}")
+        _check_finite_weights(options)
+
+    def _points(self, options, d):
+        rng = np.random.default_rng(options.seed)
+        counts = _component_counts(options.n, options.weights, rng)
+        theta = np.concatenate(
+            [mu + sigma * rng.standard_normal(c) for c, mu, sigma in zip(counts, options.means, options.sigmas)]
+        )
+        return self._equal_weights(angle_to_point(np.mod(theta, 2.0 * np.pi)))
+
+    def _circle_cells(self, options, edges):
+        return _wrapped_normal_cells(edges, options.means, options.sigmas, options.weights)
+
+
+class FromFile(InitialKind):
+    """``file``: the points and weights of a .npy array or of a snapshot of an mfpde file; cell
+    masses are their histogram over the cells, or an mfpde finite-volume file's masses when
+    its mesh has exactly these cells."""
+
+    name = "file"
+
+    def _points(self, options, d):
+        return _from_file(options, d)
+
+    def _circle_cells(self, options, edges):
+        opened = _open_file(options)  # read once for both questions
+        mass = _stored_cell_masses(options, opened, len(edges) - 1, "the mesh")
+        if mass is not None:
+            return mass
+        points, weights = _from_file(options, 2, opened)
+        return _points_to_cells(points, weights, edges)
+
+    def _sphere_cells(self, options, mesh):
+        opened = _open_file(options)
+        mass = _stored_cell_masses(options, opened, mesh.M, "the sphere mesh")
+        if mass is not None:
+            return mass
+        points, weights = _from_file(options, 3, opened)
+        return np.bincount(mesh.locate(points), weights=weights, minlength=mesh.M)
+
+
+def _check_finite_weights(options) -> None:
+    if not all(math.isfinite(w) for w in options.weights):
+        raise ValueError(f"initial.weights: must be finite, got {_shown(options.weights)}")
+
+
+#: The initial kinds by name, in the order the docs list them: ``options.INITIAL_KINDS`` is
+#: their names.
+KINDS: dict[str, InitialKind] = {
+    kind.name: kind for kind in (Uniform(), PerturbedUniform(), VmfMixture(), WrappedNormalMixture(), FromFile())
+}
+
+
+def initial_kind(name: str) -> InitialKind:
+    """The :class:`InitialKind` called ``name`` (ValueError for an unknown name)."""
+    try:
+        return KINDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"initial.kind must be one of {', '.join(KINDS)}, got {name!r}") from None
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def initial_measure(options: InitialOptions, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Particles (positions (n, d), weights (n,)) for the [initial] options on S^{d-1}."""
+    return initial_kind(options.kind).points(options, d)
+
+
+def initial_cell_masses(options: InitialOptions, edges: ArrayLike | SphereMesh) -> np.ndarray:
+    """Masses of the cells of a mesh under rho_0 (sum 1).
+
+    ``edges``: the cell edges of the angle on S^1 (below), or a ``SphereMesh`` of S^2
+    (then see :func:`sphere_cell_masses`).
+
+    On S^1, the cells are [edges[i], edges[i+1]).
+
+    The density is integrated over each cell, not sampled: closed forms for ``uniform``
+    and ``perturbed_uniform``; differences of normal CDFs over 2 pi wraps for
+    ``wrapped_normal_mixture``; per-cell Gauss-Legendre quadrature for ``vmf_mixture``
+    (von Mises on S^1).  ``file``: the histogram of the file's points (a .npy array or
+    an mfpde file's positions with weights), or an mfpde finite-volume file's masses
+    when its grid has exactly these cells.  ``edges`` (M + 1,) increasing from 0 to
+    2 pi (``CircleMesh.edges``).  The result is renormalised to sum 1 exactly up to
+    round-off (the quadratures are accurate to ~1e-14 before it).
+    """
+    if isinstance(edges, SphereMesh):
+        return sphere_cell_masses(options, edges)
+    return initial_kind(options.kind).circle_cells(options, edges)
+
+
 def sphere_cell_masses(options: InitialOptions, mesh: SphereMesh) -> np.ndarray:
     """Masses of the cells of a ``SphereMesh`` under rho_0 (sum 1).
 
@@ -423,38 +610,4 @@ def sphere_cell_masses(options: InitialOptions, mesh: SphereMesh) -> np.ndarray:
     or an fv file's masses when it has exactly ``mesh.M`` cells.  ``perturbed_uniform`` and
     ``wrapped_normal_mixture`` are d = 2 kinds (ValueError).
     """
-    kind = options.kind
-    if kind in ("perturbed_uniform", "wrapped_normal_mixture"):
-        raise ValueError(f"initial.kind = \"{kind}\" needs d = 2 (the circle), not a mesh of S^2")
-    if kind == "uniform":
-        masses = np.asarray(mesh.areas) / (4.0 * np.pi)
-    elif kind == "vmf_mixture":
-        if any(len(m) != 3 for m in options.means):
-            raise ValueError("initial.means must be points in R^3 for cell masses on S^2")
-        ptr = np.asarray(mesh.neighbor_ptr)
-        reg = np.asarray(mesh.region_idx)
-        own = np.repeat(np.arange(mesh.M), np.diff(ptr))
-        nxt = np.arange(len(reg)) + 1
-        nxt[ptr[1:] - 1] = ptr[:-1]
-        A = np.asarray(mesh.centers)[own]
-        B = np.asarray(mesh.vertices)[reg]
-        C = np.asarray(mesh.vertices)[reg[nxt]]
-        size = float(np.max(np.linalg.norm(B - A, axis=1)))
-        kmax = max(options.kappas)
-        s = int(min(MAX_SUBDIVISION, max(1, np.ceil(size * np.sqrt(kmax) / VMF_RESOLUTION))))
-        fans = _fan_quadrature(A, B, C, lambda X: vmf_density(X, options.means, options.kappas, options.weights), s)
-        masses = np.bincount(own, weights=fans, minlength=mesh.M)
-    elif kind == "file":
-        masses = _file_sphere_cells(options, mesh)
-    else:  # guarded by InitialOptions
-        raise ValueError(f"initial.kind {kind!r} is unknown")
-    masses = np.maximum(masses, 0.0)
-    return masses / masses.sum()
-
-
-def _file_sphere_cells(options: InitialOptions, mesh) -> np.ndarray:
-    mass = _stored_cell_masses(options, mesh.M, "the sphere mesh")
-    if mass is not None:
-        return mass
-    points, weights = _from_file(options, 3)
-    return np.bincount(mesh.locate(points), weights=weights, minlength=mesh.M)
+    return initial_kind(options.kind).sphere_cells(options, mesh)

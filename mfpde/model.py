@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS", "MAX_ENTRY"]
+__all__ = ["Model", "NORMALIZATIONS", "ZERO_TEMPERATURE_FIELDS", "MAX_ENTRY", "parse_beta"]
 
 #: The attention normalizations (``Model.normalization``).
 NORMALIZATIONS = ("softmax", "uniform")
@@ -27,18 +28,26 @@ MAX_ENTRY = 1e100
 ZERO_TEMPERATURE_FIELDS = ("continuum", "hardmax")
 
 
-def _parse_beta(beta) -> float:
-    """Return beta as a float >= 0 (``inf`` allowed); accepts the string ``"inf"``."""
+def parse_beta(beta: object, show: Callable[[object], str] = repr) -> float:
+    """beta as a float >= 0 (``inf`` allowed): a number, or the string ``"inf"`` (also
+    ``"infinity"``, ``"+inf"``, any case).  The one rule for ``model.beta`` (the Model and the
+    config loader); ValueError ``"model.beta must be ..., got <show(beta)>"`` otherwise."""
+    wrong = f"model.beta must be a number >= 0 or \"inf\", got {show(beta)}"
     if isinstance(beta, str):
         if beta.strip().lower() in ("inf", "infinity", "+inf"):
             return math.inf
-        raise ValueError(f"model.beta must be a number >= 0 or \"inf\", got {beta!r}")
+        raise ValueError(wrong)
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
-        raise ValueError(f"model.beta must be a number >= 0 or \"inf\", got {beta!r}")
-    beta = float(beta)
-    if math.isnan(beta) or beta < 0:
-        raise ValueError(f"model.beta must be >= 0 (or \"inf\"), got {beta!r}")
-    return beta
+        raise ValueError(wrong)
+    try:
+        value = float(beta)
+    except OverflowError:
+        raise ValueError("model.beta must be a number >= 0 or \"inf\", got an integer too large for a float") from None
+    if math.isnan(value):
+        raise ValueError(wrong)
+    if value < 0:
+        raise ValueError(f"model.beta must be >= 0 (or \"inf\"), got {show(beta)}")
+    return value
 
 
 def _as_matrix(name: str, value, d: int) -> np.ndarray:
@@ -111,7 +120,7 @@ class Model:
         set_(self, "d", d)
         for name in ("Q", "K", "V"):
             set_(self, name, _as_matrix(name, getattr(self, name), d))
-        set_(self, "beta", _parse_beta(self.beta))
+        set_(self, "beta", parse_beta(self.beta))
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"model.normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"

@@ -22,8 +22,6 @@ __all__ = [
     "KERNELS",
 ]
 
-#: The values of ``initial.kind``.
-INITIAL_KINDS = ("uniform", "perturbed_uniform", "vmf_mixture", "wrapped_normal_mixture", "file")
 SAMPLINGS = ("quantile", "random")
 #: The values of ``solver.kernel``.
 KERNELS = ("exact", "truncated")
@@ -45,7 +43,17 @@ def _integrators() -> tuple:
     return INTEGRATORS
 
 
-def __getattr__(name):  # METHODS and INTEGRATORS come from their registries
+def _initial_kinds() -> tuple:
+    """The values of ``initial.kind``: the names of ``mfpde.initial.KINDS`` (imported here, not
+    at the top: mfpde.initial imports this module)."""
+    from .initial import KINDS
+
+    return tuple(KINDS)
+
+
+def __getattr__(name):  # METHODS, INTEGRATORS and INITIAL_KINDS come from their registries
+    if name == "INITIAL_KINDS":
+        return _initial_kinds()
     if name == "METHODS":
         return _methods()
     if name == "INTEGRATORS":
@@ -147,7 +155,7 @@ class InitialOptions(_Section):
 
     def __post_init__(self):
         s = "initial"
-        _choice(s, "kind", self.kind, INITIAL_KINDS)
+        _choice(s, "kind", self.kind, _initial_kinds())
         _positive(s, "n", self.n, integer=True)
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"initial.seed must be an integer >= 0, got {self.seed!r}")

@@ -41,12 +41,13 @@ from numpy.typing import ArrayLike
 
 from ._provenance import canonical_json, differing_keys
 from .config import Config, ConfigError, load_config, set_dotted
+from .io import STUDY_FORMAT
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .io import Result
 
 __all__ = ["RunSpec", "StudyResult", "StudyLocked", "expand", "run_study", "fit_rates", "load_study",
-           "summarize_run", "stored_config_differs"]
+           "summarize_run", "stored_config_differs", "study_sweep", "n_runs"]
 
 SUMMARY_NUMERIC = ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time")
 
@@ -158,11 +159,25 @@ def runs_dir(study_path) -> Path:
     return p.with_name(p.stem + ".runs")
 
 
-def expand(config: Config, study_path: str | os.PathLike) -> list[RunSpec]:
-    """The runs of a study: the Cartesian product of the sweep axes, in the order given."""
+def study_sweep(config: Config) -> dict:
+    """The sweep of a study config, {axis: values}; ConfigError when it has none."""
     if config.study is None or not config.study.sweep:
         raise ConfigError(config.source, "study", "a study needs a [study] section with a non-empty sweep")
-    axes = list(config.study.sweep)
+    return config.study.sweep
+
+
+def n_runs(config: Config) -> int:
+    """How many runs a study config makes (the size of the product of its sweep axes)."""
+    return math.prod(len(values) for values in study_sweep(config).values())
+
+
+def expand(config: Config, study_path: str | os.PathLike) -> list[RunSpec]:
+    """The runs of a study: the Cartesian product of the sweep axes, in the order given.
+
+    Every run's config is built (``load_config``) here, before any work: the one check of
+    the runs of a study (each swept value alone was checked when the config was loaded).
+    """
+    axes = list(study_sweep(config))
     base = config.to_dict()
     base.pop("study", None)
     directory = runs_dir(study_path).resolve()

@@ -333,7 +333,7 @@ def test_sphere_cell_masses():
         np.testing.assert_allclose(m, dens(mesh.centers) * mesh.areas, rtol=0.1 if kappas[0] < 50 else 2.0)
     with pytest.raises(ValueError, match="d = 2"):
         sphere_cell_masses(InitialOptions(kind="perturbed_uniform"), mesh)
-    with pytest.raises(ValueError, match="R\\^3"):
+    with pytest.raises(ValueError, match="d = 3 coordinates"):
         sphere_cell_masses(InitialOptions(kind="vmf_mixture", means=((1.0, 0.0),), kappas=(1.0,)), mesh)
 
 

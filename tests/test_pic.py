@@ -16,17 +16,10 @@ from mfpde.mesh import CircleMesh, SphereMesh
 from mfpde.mesh.sphere import spherical_triangle_areas
 from mfpde.options import SolverOptions
 from mfpde.solvers import ParticleSolver, PICSolver
+from mfpde.kernels.deposit import deposit, deposit_numpy, interpolate, interpolate_numpy, stencil_deposit
+from mfpde.mesh import locate
+from mfpde.mesh.locate import circle_stencil, circle_stencil_numpy, sphere_stencil, sphere_stencil_numpy
 from mfpde.solvers import pic
-from mfpde.solvers.pic import (
-    circle_stencil,
-    circle_stencil_numpy,
-    deposit,
-    deposit_numpy,
-    interpolate,
-    interpolate_numpy,
-    sphere_stencil,
-    sphere_stencil_numpy,
-)
 from mfpde.sphere import geodesic_distance
 
 from .conftest import unit_rows
@@ -78,7 +71,7 @@ def test_circle_stencil_matches_numpy(rng):
         np.testing.assert_allclose(lam[same], ref_lam[same], rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("n", [1000, pic.PARALLEL_MIN + 123])  # serial and parallel kernels
+@pytest.mark.parametrize("n", [1000, locate.PARALLEL_MIN + 123])  # serial and parallel kernels
 @pytest.mark.parametrize("d", [2, 3])
 def test_deposit_and_interpolate_match_numpy(rng, n, d):
     mesh = pic.pic_mesh(d, 642 if d == 3 else 100)
@@ -143,7 +136,7 @@ def test_every_delaunay_triangle_is_acute(cells):
     """The fan search relies on it: a Voronoi cell lies in the fan of its center when every
     circumcenter (a Voronoi vertex) lies inside its triangle (barycentric weights >= 0.236)."""
     mesh = SphereMesh.icosahedral(cells)
-    tr = pic._triangulation(mesh)
+    tr = locate.triangulation(mesh)
     lam = np.einsum("tkc,tc->tk", tr.normals, mesh.vertices)
     assert (lam / lam.sum(axis=1, keepdims=True)).min() > 0.23
     # and the triangles tile the sphere: adjacency is symmetric, areas sum to 4 pi
@@ -197,7 +190,7 @@ def test_deposition_is_the_transpose_of_interpolation(rng):
 
 def test_deposition_is_the_same_on_any_number_of_threads_and_fused_or_not(rng, monkeypatch):
     mesh = SphereMesh.icosahedral(2562)
-    n = pic.PARALLEL_MIN + 4321
+    n = locate.PARALLEL_MIN + 4321
     X = unit_rows(rng, n, 3)
     w = random_weights(rng, n)
     guess = np.full(n, -1, dtype=np.int64)
@@ -206,11 +199,11 @@ def test_deposition_is_the_same_on_any_number_of_threads_and_fused_or_not(rng, m
     try:
         for count in sorted({1, threads}):
             numba.set_num_threads(count)
-            results.append(pic._stencil_deposit(mesh, X, guess, w))
+            results.append(stencil_deposit(mesh, X, guess, w))
     finally:
         numba.set_num_threads(threads)
-    monkeypatch.setattr(pic, "PARALLEL_MIN", 10**9)  # the serial kernels
-    results.append(pic._stencil_deposit(mesh, X, guess, w))
+    monkeypatch.setattr(locate, "PARALLEL_MIN", 10**9)  # the serial kernels
+    results.append(stencil_deposit(mesh, X, guess, w))
     tris, idx, lam = sphere_stencil(mesh, X)
     results.append((tris, idx, lam, deposit(idx, lam, w, mesh.M)))
     for other in results[1:]:

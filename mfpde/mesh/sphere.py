@@ -44,7 +44,7 @@ from numba import prange
 
 from ..kernels._jit import jit, jit_parallel
 
-__all__ = ["SphereMesh", "icosahedral_frequency", "spherical_triangle_areas"]
+__all__ = ["SphereMesh", "icosahedral_frequency", "spherical_triangle_areas", "greedy_walk"]
 
 #: Rotation vector (radians) of the fixed turn applied to the icosahedron (module docstring).
 MESH_ROTATION = (0.1, 0.2, 0.3)
@@ -260,7 +260,7 @@ class SphereMesh:
 
 
 @jit
-def _greedy_walk(x0, x1, x2, i, centers, ptr, nbr):  # pragma: no cover - compiled
+def greedy_walk(x0, x1, x2, i, centers, ptr, nbr):  # pragma: no cover - compiled
     """The cell nearest to x = (x0, x1, x2): from cell i, move to the neighbor with the largest
     <x, c_j> until no neighbor is nearer (``SphereMesh.locate``; also the PIC stencil's walk)."""
     best = x0 * centers[i, 0] + x1 * centers[i, 1] + x2 * centers[i, 2]
@@ -280,7 +280,7 @@ def _greedy_walk(x0, x1, x2, i, centers, ptr, nbr):  # pragma: no cover - compil
 @jit_parallel
 def _walk(X, guess, centers, ptr, nbr, out):  # pragma: no cover - compiled
     for p in prange(X.shape[0]):
-        out[p] = _greedy_walk(X[p, 0], X[p, 1], X[p, 2], guess[p], centers, ptr, nbr)
+        out[p] = greedy_walk(X[p, 0], X[p, 1], X[p, 2], guess[p], centers, ptr, nbr)
 
 
 @functools.lru_cache(maxsize=16)
