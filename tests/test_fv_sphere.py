@@ -399,6 +399,11 @@ def test_example_config_runs(tmp_path):
     assert np.all(np.diff(res.diagnostics["w_to_limit"]) < 0)  # aligning with +-e_1
 
 
+@pytest.mark.parametrize("change,key", [
+    ({"solver": {"cfl": 0.6}}, "solver.cfl"),
+    ({"solver": {"cells": 10**7}}, "solver.cells"),
+    ({"model": {"beta": "inf", "zero_temperature": "hardmax"}}, "model.zero_temperature"),
+])
 def test_config_errors(tmp_path, change, key):
     cfg = _config(tmp_path)
     for section, values in change.items():

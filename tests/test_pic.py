@@ -352,7 +352,7 @@ def test_zero_temperature_follows_the_exact_flow(rng):
 
 def test_hardmax_and_bad_sizes_are_refused(rng):
     hardmax = mfpde.Model(beta="inf", d=3, zero_temperature="hardmax")
-    with pytest.raises(ValueError, match="zero_temperature = \"continuum\""):
+    with pytest.raises(ValueError, match="model.zero_temperature must be \"continuum\" for pic"):
         PICSolver(hardmax, SolverOptions(method="pic", cells=162))
     with pytest.raises(ValueError, match="d = 2 .* d = 3"):
         PICSolver(mfpde.Model(d=4), SolverOptions(method="pic", cells=162))

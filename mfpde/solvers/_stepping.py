@@ -86,7 +86,7 @@ class FVStepping:
         if not isinstance(model, Model):
             raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
         if model.d != cls._d:
-            raise ValueError(f"model.d must be {cls._d} for the {cls._mesh_name} finite-volume solver, got {model.d}")
+            raise ValueError(f"the {cls._mesh_name} finite-volume solver needs model.d = {cls._d}, got d = {model.d}")
         if options.integrator != SolverOptions.integrator:
             raise ValueError(f"solver.integrator is not used by the {cls._mesh_name} finite-volume solver (always "
                              f"SSP-RK3); leave it at {SolverOptions.integrator!r}, got {options.integrator!r}")

@@ -108,7 +108,7 @@ class PICSolver(ParticleSolver):
             raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
         d, cells = model.d, options.cells
         if d not in MIN_CELLS:
-            raise ValueError(f"model.d must be 2 (the circle) or 3 (S^2) for pic in this version, got {d}")
+            raise ValueError(f"'pic' is implemented for d = 2 (the circle) and d = 3 (S^2) in this version, got d = {d}")
         if cells < MIN_CELLS[d]:
             raise ValueError(f"solver.cells must be >= {MIN_CELLS[d]} for pic with d = {d}, got {cells!r}")
         if d == 3 and cells > MAX_CELLS:
