@@ -248,7 +248,7 @@ def test_writer_lock_in_process_and_the_reusable_helper(tmp_path, config_file):
 def test_a_failed_or_interrupted_start_leaves_the_old_file_and_no_new_one(config_file, tmp_path, monkeypatch):
     """A double Ctrl-C during the file's creation used to leave a file without /time that
     neither resumed nor reran; now nothing is created, and an existing file (--force) stays."""
-    import mfpde.io as io
+    import mfpde.io.writer as io
 
     cfg = config_file(t_end=0.2)
     real = io._index_scale

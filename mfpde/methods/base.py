@@ -27,7 +27,7 @@ __all__ = ["Method", "StateKind", "POSITIONS", "MASS", "register_method", "get_m
 
 
 class StateKind:
-    """How a state array is stored: dataset ``/state/<name>`` with dimensions (time, *dims).
+    """How a state array is stored: dataset ``/state/<name>`` with dimensions ``(time, *dims)``.
 
     ``dims`` names each axis after time; ``"component"`` has length d.
     """
