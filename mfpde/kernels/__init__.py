@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..model import Model
-from ._base import LOG_FLOAT_MAX, PRECISIONS, finish
+from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, finish
 from .registry import Attention, backends, kernels, make_attention, register_kernel, registered, unregister_kernel
 from .attention import HARDMAX_TIE_ULPS, SHIFT_UNDERFLOW, exact_sums
 from . import truncated as truncated  # noqa: F401  (registers the truncated kernel)
@@ -36,7 +36,7 @@ from . import reference as reference  # noqa: F401  (registers the NumPy kernels
 from . import fft_circle as fft_circle  # noqa: F401  (registers the circle FFT)
 
 __all__ = ["make_attention", "Attention", "register_kernel", "unregister_kernel", "registered", "backends",
-           "kernels", "attention_average", "exact_sums", "log_partition", "finish", "LOG_FLOAT_MAX", "KERNELS",
+           "kernels", "attention_average", "exact_sums", "log_partition", "finish", "LOG2E", "LOG_FLOAT_MAX", "KERNELS",
            "PRECISIONS"]
 
 #: Kernels of the default (numba) backend, the names ``solver.kernel`` accepts.

@@ -41,8 +41,7 @@ from numba import prange
 
 from ._base import LOG2E, PRECISIONS, log2_masses
 from ._jit import jit_parallel
-from ._tile import fused_shifted_pass
-from .fastexp import exp2_32, exp2_64, maxnum
+from ._tile import fused_shifted_pass, online_tile_pass
 from .registry import Attention, register_kernel
 
 __all__ = ["exact_sums", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
@@ -89,7 +88,9 @@ def make_softmax_sums(precision, d, dv):
     The returned function ``kernel(q, Yp, Vp, Lp, num, den, smax)`` fills num (N, dv), den
     (N,) and smax (N,) (float64) with N_i, S_i, M_i (log2 units) from the queries q (N, d)
     and the packed sources of ``pack_sources`` (all of the working dtype).  dv = 0 skips
-    the numerator.  Memoized: one compilation per (precision, d, dv), cached on disk.
+    the numerator.  Memoized: one compilation per (precision, d, dv), cached on disk.  The
+    tile loop is ``_tile.online_tile_pass``, the one the truncated kernel runs where no
+    bound on the maximum is safe.
     """
     # only plain constants in the closure (numba's disk cache keys on their pickle; a
     # closed-over dispatcher would miss the cache in every new process)
@@ -106,6 +107,8 @@ def make_softmax_sums(precision, d, dv):
         ngroups = (n + TARGETS - 1) // TARGETS
         for g in prange(ngroups):
             s = np.empty((TARGETS, TILE), dtype=ftype)
+            cast = np.empty(1, dtype=ftype)
+            zero = ftype(0.0)
             acc = np.zeros((TARGETS, DV))
             total = np.zeros(TARGETS)
             run_max = np.full(TARGETS, -np.inf)
@@ -115,104 +118,8 @@ def make_softmax_sums(precision, d, dv):
             q2 = q[min(i0 + 2, n - 1)]
             q3 = q[min(i0 + 3, n - 1)]
             for b in range(ntiles):
-                yb = Yp[b]
-                vb = Vp[b]
-                lb = Lp[b]
-                # 1. scores of the tile for the four targets
-                for jj in range(TILE):
-                    lj = lb[jj]
-                    s0 = lj
-                    s1 = lj
-                    s2 = lj
-                    s3 = lj
-                    for k in range(D):
-                        y = yb[k, jj]
-                        s0 += q0[k] * y
-                        s1 += q1[k] * y
-                        s2 += q2[k] * y
-                        s3 += q3[k] * y
-                    s[0, jj] = s0
-                    s[1, jj] = s1
-                    s[2, jj] = s2
-                    s[3, jj] = s3
-                # 2. tile maxima (vectorized maxnum reduction)
-                m0 = ftype(-np.inf)
-                m1 = ftype(-np.inf)
-                m2 = ftype(-np.inf)
-                m3 = ftype(-np.inf)
-                for jj in range(TILE):
-                    m0 = maxnum(m0, s[0, jj])
-                    m1 = maxnum(m1, s[1, jj])
-                    m2 = maxnum(m2, s[2, jj])
-                    m3 = maxnum(m3, s[3, jj])
-                for r in range(TARGETS):
-                    tile_max = np.float64(m0 if r == 0 else (m1 if r == 1 else (m2 if r == 2 else m3)))
-                    if tile_max > run_max[r]:
-                        scale = np.exp2(run_max[r] - tile_max)  # 0 on the first massive tile
-                        total[r] *= scale
-                        for k in range(DV):
-                            acc[r, k] *= scale
-                        run_max[r] = tile_max
-                    if run_max[r] == -np.inf:
-                        continue  # only massless sources so far: nothing to add
-                    mr = ftype(run_max[r])
-                    # 3. exponentials and weighted sums, fused
-                    t_sum = ftype(0.0)
-                    if FUSED:
-                        a0 = ftype(0.0)
-                        a1 = ftype(0.0)
-                        a2 = ftype(0.0)
-                        a3 = ftype(0.0)
-                        a4 = ftype(0.0)
-                        a5 = ftype(0.0)
-                        a6 = ftype(0.0)
-                        a7 = ftype(0.0)
-                        for jj in range(TILE):
-                            e = exp2_64(s[r, jj] - mr) if IS64 else exp2_32(s[r, jj] - mr)
-                            t_sum += e
-                            if DV > 0:
-                                a0 += e * vb[0, jj]
-                            if DV > 1:
-                                a1 += e * vb[1, jj]
-                            if DV > 2:
-                                a2 += e * vb[2, jj]
-                            if DV > 3:
-                                a3 += e * vb[3, jj]
-                            if DV > 4:
-                                a4 += e * vb[4, jj]
-                            if DV > 5:
-                                a5 += e * vb[5, jj]
-                            if DV > 6:
-                                a6 += e * vb[6, jj]
-                            if DV > 7:
-                                a7 += e * vb[7, jj]
-                        if DV > 0:
-                            acc[r, 0] += a0
-                        if DV > 1:
-                            acc[r, 1] += a1
-                        if DV > 2:
-                            acc[r, 2] += a2
-                        if DV > 3:
-                            acc[r, 3] += a3
-                        if DV > 4:
-                            acc[r, 4] += a4
-                        if DV > 5:
-                            acc[r, 5] += a5
-                        if DV > 6:
-                            acc[r, 6] += a6
-                        if DV > 7:
-                            acc[r, 7] += a7
-                    else:
-                        for jj in range(TILE):
-                            e = exp2_64(s[r, jj] - mr) if IS64 else exp2_32(s[r, jj] - mr)
-                            t_sum += e
-                            s[r, jj] = e
-                        for k in range(DV):
-                            ak = ftype(0.0)
-                            for jj in range(TILE):
-                                ak += s[r, jj] * vb[k, jj]
-                            acc[r, k] += ak
-                    total[r] += t_sum
+                online_tile_pass(q0, q1, q2, q3, Yp[b], Vp[b], Lp[b], 0, TILE, D, DV, IS64, FUSED, zero, s, cast,
+                                 acc, total, run_max)
             for r in range(min(TARGETS, n - i0)):
                 for k in range(DV):
                     num[i0 + r, k] = acc[r, k]

@@ -87,8 +87,7 @@ from numba import prange
 from ._base import LOG2E
 from ._jit import jit, jit_parallel
 from .attention import TARGETS, TILE, exact_sums
-from ._tile import fused_shifted_pass
-from .fastexp import exp2_64, maxnum
+from ._tile import fused_shifted_pass, online_tile_pass
 from .registry import Attention, register_kernel
 
 __all__ = ["truncated_sums", "TruncationInfo", "NumbaTruncated", "FALLBACK_FRACTION", "OUTCOMES"]
@@ -519,7 +518,7 @@ def _make_kernel(d, dv, online):
     call per range) with the shift U_i = A_i (the
     lower bound: every kept term is >= tol, and the caller passes only targets whose terms
     all stay < 2^SHIFT_SAFE).  ``online=True``: the exact kernel's tile loop with a
-    running maximum (targets whose Cauchy-Schwarz bound exceeds A_i by more).
+    running maximum (``_tile.online_tile_pass``, tiles of ``TILE`` sources of each range) (targets whose Cauchy-Schwarz bound exceeds A_i by more).
     """
     D = int(d)
     DV = int(dv)
@@ -532,12 +531,6 @@ def _make_kernel(d, dv, online):
     ):
         n = perm.size
         ngroups = (n + TARGETS - 1) // TARGETS
-        Y0 = YsT[0]
-        Y1 = YsT[1]
-        Y2 = YsT[2 if D > 2 else 1]
-        V0 = VsT[0]
-        V1 = VsT[1 if DV > 1 else 0]
-        V2 = VsT[2 if DV > 2 else 0]
         for grp in prange(ngroups):
             k0 = grp * TARGETS
             k1 = min(n, k0 + TARGETS) - 1
@@ -568,71 +561,18 @@ def _make_kernel(d, dv, online):
                 run_max[3] = u3
             else:
                 s = np.empty((TARGETS, TILE))
-                qa = q[i0]
-                qb = q[i1]
-                qc = q[i2]
-                qd = q[i3]
+                cast = np.empty(1)
+                total = np.zeros(TARGETS)
+                q0 = q[i0]
+                q1 = q[i1]
+                q2 = q[i2]
+                q3 = q[i3]
                 for ri in range(nr):
                     for j0 in range(ranges[ri, 0], ranges[ri, 1], TILE):
-                        t = min(TILE, ranges[ri, 1] - j0)
-                        lr = Ls[j0 : j0 + t]
-                        y0r = Y0[j0 : j0 + t]
-                        y1r = Y1[j0 : j0 + t]
-                        y2r = Y2[j0 : j0 + t]
-                        v0r = V0[j0 : j0 + t]
-                        v1r = V1[j0 : j0 + t]
-                        v2r = V2[j0 : j0 + t]
-                        for j in range(t):
-                            lj = lr[j]
-                            y0 = y0r[j]
-                            y1 = y1r[j]
-                            s0 = lj + qa[0] * y0 + qa[1] * y1
-                            s1 = lj + qb[0] * y0 + qb[1] * y1
-                            s2 = lj + qc[0] * y0 + qc[1] * y1
-                            s3 = lj + qd[0] * y0 + qd[1] * y1
-                            if D > 2:
-                                y2 = y2r[j]
-                                s0 += qa[D - 1] * y2
-                                s1 += qb[D - 1] * y2
-                                s2 += qc[D - 1] * y2
-                                s3 += qd[D - 1] * y2
-                            s[0, j] = s0
-                            s[1, j] = s1
-                            s[2, j] = s2
-                            s[3, j] = s3
-                        m0 = -np.inf
-                        m1 = -np.inf
-                        m2 = -np.inf
-                        m3 = -np.inf
-                        for j in range(t):
-                            m0 = maxnum(m0, s[0, j])
-                            m1 = maxnum(m1, s[1, j])
-                            m2 = maxnum(m2, s[2, j])
-                            m3 = maxnum(m3, s[3, j])
-                        for r in range(TARGETS):
-                            tile_max = m0 if r == 0 else (m1 if r == 1 else (m2 if r == 2 else m3))
-                            if tile_max > run_max[r]:
-                                scale = np.exp2(run_max[r] - tile_max)
-                                for k in range(4):
-                                    acc[r, k] *= scale
-                                run_max[r] = tile_max
-                            mr = run_max[r]
-                            t_sum = 0.0
-                            a0 = 0.0
-                            a1 = 0.0
-                            a2 = 0.0
-                            for j in range(t):
-                                e = exp2_64(s[r, j] - mr)
-                                t_sum += e
-                                a0 += e * v0r[j]
-                                if DV > 1:
-                                    a1 += e * v1r[j]
-                                if DV > 2:
-                                    a2 += e * v2r[j]
-                            acc[r, 0] += a0
-                            acc[r, 1] += a1
-                            acc[r, 2] += a2
-                            acc[r, 3] += t_sum
+                        online_tile_pass(q0, q1, q2, q3, YsT, VsT, Ls, j0, min(TILE, ranges[ri, 1] - j0), D, DV,
+                                         True, True, 0.0, s, cast, acc, total, run_max)
+                for r in range(TARGETS):
+                    acc[r, 3] = total[r]
             for r in range(k1 + 1 - k0):
                 i = perm[k0 + r]
                 scanned[i] = nscan
