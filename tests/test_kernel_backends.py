@@ -69,6 +69,10 @@ def test_every_registered_kernel_matches_the_reference(rng):
         att = make_attention(model, kernel, backend=backend)
         np.testing.assert_allclose(att.velocity(X), ref, rtol=0, atol=1e-12 * np.abs(ref).max(),
                                    err_msg=f"{backend} {kernel}")
+    # the NumPy reference also meets the sums contract (log2 units)
+    w = np.full(400, 1 / 400)
+    got = mfpde.kernels.finish(model, *make_attention(model, backend="numpy").sums(X, X, w))
+    np.testing.assert_allclose(tangent_projection(X, got), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
 def test_attention_is_built_once_and_names_what_runs(rng):

@@ -14,8 +14,12 @@ average: N / S (softmax) or 2^M N (uniform normalization, formed in log space).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 __all__ = ["LOG2E", "PRECISIONS", "LOG_FLOAT_MAX", "log2_masses", "finish", "continuum_average"]
 
@@ -35,7 +39,7 @@ def log2_masses(weights: np.ndarray) -> np.ndarray:
         return np.log2(weights)
 
 
-def finish(model, num: np.ndarray, den: np.ndarray, smax2: np.ndarray) -> np.ndarray:
+def finish(model: "Model", num: np.ndarray, den: np.ndarray, smax2: np.ndarray) -> np.ndarray:
     """The attention average from the sums: N / S (softmax) or 2^M N (uniform, in log space).
 
     Raises ``OverflowError`` naming the exponent when a uniform-normalization average
@@ -55,7 +59,7 @@ def finish(model, num: np.ndarray, den: np.ndarray, smax2: np.ndarray) -> np.nda
     return num * np.exp2(smax2)[:, None]
 
 
-def continuum_average(model, X: np.ndarray) -> np.ndarray:
+def continuum_average(model: "Model", X: np.ndarray) -> np.ndarray:
     """The beta = inf continuum drift V B^T x / |B^T x| (zero where B^T x = 0), untangented."""
     bx = X @ model.B  # rows (B^T x)^T
     norm = np.linalg.norm(bx, axis=1, keepdims=True)

@@ -15,7 +15,8 @@ single-pass variant used for d <= 3 when a bound on M_i is known).  The sources 
 (``pack_sources``): tiles of ``TILE`` sources, each holding its points (d, TILE), values
 (dv, TILE) and log-masses (TILE,) contiguously, the last tile padded with massless
 sources (l = -inf, which add exactly 0).  Per group of ``TARGETS`` = 4 targets (register
-blocking: every source coordinate loaded serves four targets) and per tile:
+blocking: every source coordinate loaded serves four targets) and per tile
+(``_tile.online_tile_pass``, the loop the truncated kernel shares):
 
 1. scores s_rj = l_j + sum_k q_rk y_kj for the four targets into a (4, TILE) buffer, one
    vectorized pass over the tile with the coordinate loop unrolled (d is a compile-time
@@ -39,6 +40,7 @@ import math
 import numpy as np
 from numba import prange
 
+from ..model import Model
 from ._base import LOG2E, PRECISIONS, log2_masses
 from ._jit import jit_parallel
 from ._tile import fused_shifted_pass, online_tile_pass
@@ -217,7 +219,8 @@ def hardmax_sums(q, yT, vT, mass, tie_tol, num, den):
         den[i] = total
 
 
-def exact_sums(model, X, Y, weights, precision="float64", values=True):
+def exact_sums(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, precision: str = "float64",
+               values: bool = True) -> tuple:
     """(N_i, S_i, M_i) of the exact kernel (module docstring), M_i in log2 units.
 
     X (N, d) targets, Y (M, d) sources, weights (M,) masses (contiguous float64, at least

@@ -50,6 +50,19 @@ class NumpyReference(Attention):
     """The dense NumPy reference (finite beta): ``attention_average_numpy`` and
     ``log_partition_numpy`` in blocks of targets; memory chunk * M * 8 bytes."""
 
+    def kernel_sums(self, q, Y, VY, log2m, chunk=1024):
+        """(N, S, M) by dense blocks of targets (log2 units; the backend contract)."""
+        n = len(q)
+        num, den, smax = np.empty((n, VY.shape[1])), np.empty(n), np.empty(n)
+        for start in range(0, n, chunk):
+            s = q[start : start + chunk] @ Y.T + log2m
+            m = s.max(axis=1)
+            w = np.exp2(s - m[:, None])
+            num[start : start + chunk] = w @ VY
+            den[start : start + chunk] = w.sum(axis=1)
+            smax[start : start + chunk] = m
+        return num, den, smax
+
     def average(self, X, Y, weights):
         return attention_average_numpy(self.model, X, Y, weights)
 

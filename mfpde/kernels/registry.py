@@ -21,6 +21,10 @@ import math
 
 import numpy as np
 
+from typing import Any, Callable
+
+from numpy.typing import ArrayLike
+
 from .._masses import check_masses
 from ..model import Model
 from ..sphere import tangent_projection
@@ -108,7 +112,7 @@ class Attention:
         """
         return finish(self.model, *self.sums(X, Y, weights))
 
-    def velocity(self, X, Y=None, weights=None) -> np.ndarray:
+    def velocity(self, X: ArrayLike, Y: ArrayLike | None = None, weights: ArrayLike | None = None) -> np.ndarray:
         """The field P_x(average) at targets X (n, d) from sum_j weights_j delta_{Y_j}.
 
         Y defaults to X, weights to 1/M each (used as given: softmax is invariant to their
@@ -125,7 +129,8 @@ class Attention:
         m = check_masses(weights, len(Y), "weights", shape_note=" (one per source)", contiguous=True)
         return tangent_projection(X, self.average(X, Y, m))
 
-    def log_partition(self, X, Y=None, weights=None) -> np.ndarray:
+    def log_partition(self, X: ArrayLike, Y: ArrayLike | None = None,
+                      weights: ArrayLike | None = None) -> np.ndarray:
         """log Z_i = log sum_j m_j exp(beta <Q x_i, K y_j>) at each target, shape (n,).
 
         Y defaults to X, the masses to 1/M.  ``ValueError`` at beta = inf.
@@ -142,8 +147,8 @@ class Attention:
 # --------------------------------------------------------------------------- the registry
 
 
-def register_kernel(backend: str, kernel: str, cls: type | None = None, *, precisions=None,
-                    zero_temperature: bool | None = None):
+def register_kernel(backend: str, kernel: str, cls: type | None = None, *, precisions: tuple | list | None = None,
+                    zero_temperature: bool | None = None) -> Callable | type:
     """Register ``cls`` (an :class:`Attention` subclass) under (backend, kernel).
 
     Use as a decorator, ``@register_kernel("mybackend", "exact")``, or a call,
@@ -197,7 +202,7 @@ def _all_precisions() -> tuple:
     return tuple(p for p in PRECISIONS if p in found)
 
 
-def make_attention(model: Model, kernel="exact", tolerance: float = 1e-12, precision: str = "float64",
+def make_attention(model: Model, kernel: Any = "exact", tolerance: float = 1e-12, precision: str = "float64",
                    backend: str = "numba", **options) -> Attention:
     """The attention field of ``model`` with the given kernel options, checked once.
 
@@ -217,12 +222,18 @@ def make_attention(model: Model, kernel="exact", tolerance: float = 1e-12, preci
         Working precision of the scores, exponentials and per-tile sums.
     backend : str
         "numba" (default) or "numpy" (the dense reference; beta = inf continuum field),
-        or any registered with :func:`register_kernel`.
-    **options
-        Passed to the implementation (``mesh=`` for "fft").
+        or any registered with :func:`register_kernel`.  Other keyword arguments go to
+        the implementation (``mesh=`` for "fft").
 
-    Returns an :class:`Attention`.  A bad option raises a one-line ``ValueError`` naming
-    the value and the registered choices.
+    Returns
+    -------
+    Attention
+        The implementation registered under (backend, kernel), built for ``model``.
+
+    Raises
+    ------
+    ValueError
+        A bad option, in one line naming the value and the registered choices.
     """
     if not isinstance(kernel, str) and hasattr(kernel, "kernel"):
         opts = kernel
