@@ -15,6 +15,7 @@ centers) with weights (cell masses).  Formulas, units and thresholds: docs/analy
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from .model import Model
 from .options import WassersteinOptions
 from .distances import wasserstein
 
-from .kernels import log_partition
+from .kernels import make_attention
 
 __all__ = [
     "REGISTRY",
@@ -79,6 +80,11 @@ class DiagnosticContext:
     cell_areas: np.ndarray | None = None
     #: WassersteinResult of every w_to_limit evaluation, in order (what the runner stores).
     w_results: list = field(default_factory=list)
+
+    @functools.cached_property
+    def attention(self):
+        """The model's exact attention kernel (``make_attention``), built on first use."""
+        return make_attention(self.model)
 
 
 def make_context(model: Model | ArrayLike, initial_points: ArrayLike, initial_weights: ArrayLike | None = None,
@@ -169,7 +175,7 @@ def energy(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) ->
         return float(mean @ model.B @ mean)
     if math.isinf(beta):
         return _max_score(model, X)
-    logz = log_partition(model, X, X, m)
+    logz = context.attention.log_partition(X, X, m)
     terms = np.log(m) + logz
     top = terms.max()
     return float((top + np.log(np.exp(terms - top).sum())) / beta)

@@ -18,3 +18,8 @@ jit_parallel = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=Tr
 #: Scalar math that must not be reassociated (the Cody-Waite split inside the vectorized
 #: exp): FMA contraction only.  LLVM inlines these into the callers.
 jit_exact = numba.njit(cache=True, nogil=True, fastmath={"contract"})
+
+#: Loop bodies shared by several kernels: inlined into each caller at numba IR level
+#: (before typing), so the caller's compile-time constants (dimensions, precision) shape
+#: the inlined loop exactly as if it were written out there.
+jit_inline = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")

@@ -15,7 +15,8 @@ single-pass variant used for d <= 3 when a bound on M_i is known).  The sources 
 (``pack_sources``): tiles of ``TILE`` sources, each holding its points (d, TILE), values
 (dv, TILE) and log-masses (TILE,) contiguously, the last tile padded with massless
 sources (l = -inf, which add exactly 0).  Per group of ``TARGETS`` = 4 targets (register
-blocking: every source coordinate loaded serves four targets) and per tile:
+blocking: every source coordinate loaded serves four targets) and per tile
+(``_tile.online_tile_pass``, the loop the truncated kernel shares):
 
 1. scores s_rj = l_j + sum_k q_rk y_kj for the four targets into a (4, TILE) buffer, one
    vectorized pass over the tile with the coordinate loop unrolled (d is a compile-time
@@ -34,20 +35,28 @@ which targets share its group, so results are bit-identical whatever the thread 
 """
 
 import functools
+import math
 
 import numpy as np
 from numba import prange
 
+from ..model import Model
+from ._base import LOG2E, PRECISIONS, log2_masses
 from ._jit import jit_parallel
-from .fastexp import exp2_32, exp2_64, maxnum
+from ._tile import fused_shifted_pass, online_tile_pass
+from .registry import Attention, register_kernel
 
-__all__ = ["make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "TILE", "TARGETS", "PRECISIONS", "UNROLLED_VALUES"]
+__all__ = ["exact_sums", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
+           "NumbaHardmax", "TILE", "TARGETS", "PRECISIONS", "UNROLLED_VALUES", "SHIFT_UNDERFLOW", "HARDMAX_TIE_ULPS"]
 
 TILE = 256  # sources per tile: the (4, TILE) score buffer stays in L1
 TARGETS = 4  # targets per group (register blocking)
 UNROLLED_VALUES = 8  # value dimensions accumulated in registers in the fused pass
-PRECISIONS = {"float64": np.float64, "float32": np.float32}
-LOG2E = 1.4426950408889634
+#: The shifted exact kernel's S_i below this means the shift overshot the maximum by more
+#: than ~900 (float64) / ~60 (float32) in log2 units: recompute with the online maximum.
+SHIFT_UNDERFLOW = {"float64": 2.0**-900, "float32": 2.0**-60}
+#: Hardmax: scores within this many ulps (relative to |q| max|y|) of the maximum count as ties.
+HARDMAX_TIE_ULPS = 64
 
 
 def pack_sources(Y, VY, logm2, dtype=np.float64):
@@ -81,7 +90,9 @@ def make_softmax_sums(precision, d, dv):
     The returned function ``kernel(q, Yp, Vp, Lp, num, den, smax)`` fills num (N, dv), den
     (N,) and smax (N,) (float64) with N_i, S_i, M_i (log2 units) from the queries q (N, d)
     and the packed sources of ``pack_sources`` (all of the working dtype).  dv = 0 skips
-    the numerator.  Memoized: one compilation per (precision, d, dv), cached on disk.
+    the numerator.  Memoized: one compilation per (precision, d, dv), cached on disk.  The
+    tile loop is ``_tile.online_tile_pass``, the one the truncated kernel runs where no
+    bound on the maximum is safe.
     """
     # only plain constants in the closure (numba's disk cache keys on their pickle; a
     # closed-over dispatcher would miss the cache in every new process)
@@ -98,6 +109,8 @@ def make_softmax_sums(precision, d, dv):
         ngroups = (n + TARGETS - 1) // TARGETS
         for g in prange(ngroups):
             s = np.empty((TARGETS, TILE), dtype=ftype)
+            cast = np.empty(1, dtype=ftype)
+            zero = ftype(0.0)
             acc = np.zeros((TARGETS, DV))
             total = np.zeros(TARGETS)
             run_max = np.full(TARGETS, -np.inf)
@@ -107,104 +120,8 @@ def make_softmax_sums(precision, d, dv):
             q2 = q[min(i0 + 2, n - 1)]
             q3 = q[min(i0 + 3, n - 1)]
             for b in range(ntiles):
-                yb = Yp[b]
-                vb = Vp[b]
-                lb = Lp[b]
-                # 1. scores of the tile for the four targets
-                for jj in range(TILE):
-                    lj = lb[jj]
-                    s0 = lj
-                    s1 = lj
-                    s2 = lj
-                    s3 = lj
-                    for k in range(D):
-                        y = yb[k, jj]
-                        s0 += q0[k] * y
-                        s1 += q1[k] * y
-                        s2 += q2[k] * y
-                        s3 += q3[k] * y
-                    s[0, jj] = s0
-                    s[1, jj] = s1
-                    s[2, jj] = s2
-                    s[3, jj] = s3
-                # 2. tile maxima (vectorized maxnum reduction)
-                m0 = ftype(-np.inf)
-                m1 = ftype(-np.inf)
-                m2 = ftype(-np.inf)
-                m3 = ftype(-np.inf)
-                for jj in range(TILE):
-                    m0 = maxnum(m0, s[0, jj])
-                    m1 = maxnum(m1, s[1, jj])
-                    m2 = maxnum(m2, s[2, jj])
-                    m3 = maxnum(m3, s[3, jj])
-                for r in range(TARGETS):
-                    tile_max = np.float64(m0 if r == 0 else (m1 if r == 1 else (m2 if r == 2 else m3)))
-                    if tile_max > run_max[r]:
-                        scale = np.exp2(run_max[r] - tile_max)  # 0 on the first massive tile
-                        total[r] *= scale
-                        for k in range(DV):
-                            acc[r, k] *= scale
-                        run_max[r] = tile_max
-                    if run_max[r] == -np.inf:
-                        continue  # only massless sources so far: nothing to add
-                    mr = ftype(run_max[r])
-                    # 3. exponentials and weighted sums, fused
-                    t_sum = ftype(0.0)
-                    if FUSED:
-                        a0 = ftype(0.0)
-                        a1 = ftype(0.0)
-                        a2 = ftype(0.0)
-                        a3 = ftype(0.0)
-                        a4 = ftype(0.0)
-                        a5 = ftype(0.0)
-                        a6 = ftype(0.0)
-                        a7 = ftype(0.0)
-                        for jj in range(TILE):
-                            e = exp2_64(s[r, jj] - mr) if IS64 else exp2_32(s[r, jj] - mr)
-                            t_sum += e
-                            if DV > 0:
-                                a0 += e * vb[0, jj]
-                            if DV > 1:
-                                a1 += e * vb[1, jj]
-                            if DV > 2:
-                                a2 += e * vb[2, jj]
-                            if DV > 3:
-                                a3 += e * vb[3, jj]
-                            if DV > 4:
-                                a4 += e * vb[4, jj]
-                            if DV > 5:
-                                a5 += e * vb[5, jj]
-                            if DV > 6:
-                                a6 += e * vb[6, jj]
-                            if DV > 7:
-                                a7 += e * vb[7, jj]
-                        if DV > 0:
-                            acc[r, 0] += a0
-                        if DV > 1:
-                            acc[r, 1] += a1
-                        if DV > 2:
-                            acc[r, 2] += a2
-                        if DV > 3:
-                            acc[r, 3] += a3
-                        if DV > 4:
-                            acc[r, 4] += a4
-                        if DV > 5:
-                            acc[r, 5] += a5
-                        if DV > 6:
-                            acc[r, 6] += a6
-                        if DV > 7:
-                            acc[r, 7] += a7
-                    else:
-                        for jj in range(TILE):
-                            e = exp2_64(s[r, jj] - mr) if IS64 else exp2_32(s[r, jj] - mr)
-                            t_sum += e
-                            s[r, jj] = e
-                        for k in range(DV):
-                            ak = ftype(0.0)
-                            for jj in range(TILE):
-                                ak += s[r, jj] * vb[k, jj]
-                            acc[r, k] += ak
-                    total[r] += t_sum
+                online_tile_pass(q0, q1, q2, q3, Yp[b], Vp[b], Lp[b], 0, TILE, D, DV, IS64, FUSED, zero, s, cast,
+                                 acc, total, run_max)
             for r in range(min(TARGETS, n - i0)):
                 for k in range(DV):
                     num[i0 + r, k] = acc[r, k]
@@ -226,7 +143,8 @@ def make_shifted_sums(precision, d, dv):
     the tile: each source point, value and log-mass is loaded once for four targets and
     no score is stored.  The caller must check S_i: when U_i exceeds the true maximum by
     so much that the largest term underflows (S_i tiny or 0), it recomputes the target
-    with the online kernel.  dv <= 3.
+    with the online kernel.  dv <= 3.  The tile loop is ``_tile.fused_shifted_pass``, the
+    one the truncated kernel runs over its ranges.
     """
     ftype = PRECISIONS[precision]
     IS64 = precision == "float64"
@@ -254,86 +172,10 @@ def make_shifted_sums(precision, d, dv):
             u1 = ftype(shift[i1])
             u2 = ftype(shift[i2])
             u3 = ftype(shift[i3])
+            zero = ftype(0.0)
             for b in range(ntiles):
-                yb = Yp[b]
-                vb = Vp[b]
-                lb = Lp[b]
-                t0 = ftype(0.0)
-                t1 = ftype(0.0)
-                t2 = ftype(0.0)
-                t3 = ftype(0.0)
-                a00 = ftype(0.0)
-                a01 = ftype(0.0)
-                a02 = ftype(0.0)
-                a10 = ftype(0.0)
-                a11 = ftype(0.0)
-                a12 = ftype(0.0)
-                a20 = ftype(0.0)
-                a21 = ftype(0.0)
-                a22 = ftype(0.0)
-                a30 = ftype(0.0)
-                a31 = ftype(0.0)
-                a32 = ftype(0.0)
-                for jj in range(TILE):
-                    lj = lb[jj]
-                    s0 = lj - u0
-                    s1 = lj - u1
-                    s2 = lj - u2
-                    s3 = lj - u3
-                    for k in range(D):
-                        y = yb[k, jj]
-                        s0 += q0[k] * y
-                        s1 += q1[k] * y
-                        s2 += q2[k] * y
-                        s3 += q3[k] * y
-                    if IS64:
-                        e0 = exp2_64(s0)
-                        e1 = exp2_64(s1)
-                        e2 = exp2_64(s2)
-                        e3 = exp2_64(s3)
-                    else:
-                        e0 = exp2_32(s0)
-                        e1 = exp2_32(s1)
-                        e2 = exp2_32(s2)
-                        e3 = exp2_32(s3)
-                    t0 += e0
-                    t1 += e1
-                    t2 += e2
-                    t3 += e3
-                    if DV > 0:
-                        v = vb[0, jj]
-                        a00 += e0 * v
-                        a10 += e1 * v
-                        a20 += e2 * v
-                        a30 += e3 * v
-                    if DV > 1:
-                        v = vb[1, jj]
-                        a01 += e0 * v
-                        a11 += e1 * v
-                        a21 += e2 * v
-                        a31 += e3 * v
-                    if DV > 2:
-                        v = vb[2, jj]
-                        a02 += e0 * v
-                        a12 += e1 * v
-                        a22 += e2 * v
-                        a32 += e3 * v
-                acc[0, 0] += a00
-                acc[0, 1] += a01
-                acc[0, 2] += a02
-                acc[0, 3] += t0
-                acc[1, 0] += a10
-                acc[1, 1] += a11
-                acc[1, 2] += a12
-                acc[1, 3] += t1
-                acc[2, 0] += a20
-                acc[2, 1] += a21
-                acc[2, 2] += a22
-                acc[2, 3] += t2
-                acc[3, 0] += a30
-                acc[3, 1] += a31
-                acc[3, 2] += a32
-                acc[3, 3] += t3
+                fused_shifted_pass(q0, q1, q2, q3, u0, u1, u2, u3, Yp[b], Vp[b], Lp[b], 0, TILE, D, DV, IS64, zero,
+                                   acc)
             for r in range(min(TARGETS, n - i0)):
                 for k in range(DV):
                     num[i0 + r, k] = acc[r, k]
@@ -375,3 +217,78 @@ def hardmax_sums(q, yT, vT, mass, tie_tol, num, den):
                     for k in range(dv):
                         num[i, k] += mass[j] * vT[k, j]
         den[i] = total
+
+
+def exact_sums(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, precision: str = "float64",
+               values: bool = True) -> tuple:
+    """(N_i, S_i, M_i) of the exact kernel (module docstring), M_i in log2 units.
+
+    X (N, d) targets, Y (M, d) sources, weights (M,) masses (contiguous float64, at least
+    one positive).  For dv <= 3 the shift M_i is the Cauchy-Schwarz bound
+    |q_i| max|y_j| + max log2 m_j (``make_shifted_sums``: one fused pass, no running
+    maximum); targets where it overshoots the true maximum so far that
+    S_i < ``SHIFT_UNDERFLOW`` are recomputed with the online maximum
+    (``make_softmax_sums``), as are all targets for dv > 3.  Finite beta only.
+    ``values=False`` skips the numerator (N_i has shape (N, 0)).
+    """
+    dtype = PRECISIONS[precision]
+    n, d = X.shape
+    q = np.ascontiguousarray((LOG2E * model.beta) * (X @ model.B), dtype=dtype)
+    VY = Y @ model.V.T if values else np.empty((len(Y), 0))
+    Yp, Vp, Lp = pack_sources(Y, VY, log2_masses(weights), dtype)
+    dv = VY.shape[1]
+    num = np.empty((n, dv))
+    den = np.empty(n)
+    smax = np.empty(n)
+    if not n:
+        return num, den, smax
+    redo = np.arange(n)
+    if dv <= 3:
+        # one fused pass with the shift U_i = |q_i| max|y_j| + max log2 m_j >= max_j s_ij
+        massive = weights > 0
+        ymax = math.sqrt(float(np.einsum("ij,ij->i", Y[massive], Y[massive]).max()))
+        lmax = float(np.log2(weights[massive].max()))
+        margin = 1e-12 if precision == "float64" else 1e-6
+        qnorm = np.sqrt(np.einsum("ij,ij->i", q.astype(np.float64), q.astype(np.float64)))
+        shift = (qnorm * (ymax * (1 + margin)) + lmax).astype(dtype).astype(np.float64)
+        make_shifted_sums(precision, d, dv)(q, shift, Yp, Vp, Lp, num, den)
+        smax[:] = shift
+        # where the bound exceeds the true maximum so much that the largest term may have
+        # underflowed, recompute with the online maximum
+        redo = np.flatnonzero(~(den >= SHIFT_UNDERFLOW[precision]))
+    if len(redo):
+        sub_num = np.empty((len(redo), dv))
+        sub_den = np.empty(len(redo))
+        sub_smax = np.empty(len(redo))
+        make_softmax_sums(precision, d, dv)(np.ascontiguousarray(q[redo]), Yp, Vp, Lp, sub_num, sub_den, sub_smax)
+        num[redo], den[redo], smax[redo] = sub_num, sub_den, sub_smax
+    return num, den, smax
+
+
+@register_kernel("numba", "exact", precisions=("float64", "float32"))
+class NumbaExact(Attention):
+    """Every source, O(N M) time and O(N + M) memory (``exact_sums``)."""
+
+    def sums(self, X, Y, weights, values=True):
+        return exact_sums(self.model, X, Y, weights, self.precision, values)
+
+
+@register_kernel("numba", "hardmax", zero_temperature=True)
+class NumbaHardmax(Attention):
+    """beta = inf, ``zero_temperature = "hardmax"``: attend to argmax_j <B^T x, y_j>, ties
+    (within ``HARDMAX_TIE_ULPS`` ulps) sharing in proportion to their masses; the average
+    is sum_ties m_j V y_j / sum_ties m_j for both normalizations."""
+
+    def average(self, X, Y, weights):
+        model = self.model
+        q = np.ascontiguousarray(X @ model.B)  # rows (B^T x_i)^T
+        yT = np.ascontiguousarray(Y.T)
+        vT = np.ascontiguousarray(model.V @ Y.T)
+        m = np.ascontiguousarray(weights, dtype=np.float64)
+        n, d = X.shape
+        num = np.empty((n, d))
+        den = np.empty(n)
+        ynorm = float(np.sqrt((Y * Y).sum(axis=1)).max()) if len(Y) else 0.0
+        tie_tol = HARDMAX_TIE_ULPS * np.finfo(np.float64).eps * np.linalg.norm(q, axis=1) * ynorm
+        hardmax_sums(q, yT, vT, m, tie_tol, num, den)
+        return num / den[:, None]

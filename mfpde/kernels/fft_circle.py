@@ -35,7 +35,11 @@ import math
 
 import numpy as np
 
+from ._base import LOG_FLOAT_MAX
+from .registry import Attention, register_kernel
+
 __all__ = [
+    "CircleFFT",
     "rotation_parameters",
     "circle_attention_sums",
     "circle_attention_sums_direct",
@@ -128,3 +132,74 @@ def unreliable(sums: np.ndarray, masses) -> np.ndarray:
     """Boolean (M,): faces whose FFT denominator Z_i < RELIABLE_FLOOR sum_j m_j."""
     total = float(np.sum(masses))
     return sums[0] < RELIABLE_FLOOR * total
+
+
+@register_kernel("numpy", "fft")
+class CircleFFT(Attention):
+    """The attention field of masses at the cell centers of a ``CircleMesh`` (``mesh=``),
+    evaluated at its faces, by FFT convolution (module docstring): O(M log M) for
+    B = a I + b J (``ValueError`` otherwise).  Softmax faces whose FFT denominator is not
+    reliable (``unreliable``) are recomputed by the direct log-sum-exp; the uniform
+    normalization is formed in log space (``OverflowError`` beyond float64's range).
+
+    ``normal_speed(masses, normals)``: <average_i, n_i> at the faces (what finite volumes
+    need); ``average(X, Y, weights)``: X must be ``mesh.face_points`` and Y
+    ``mesh.center_points`` (the average V (C, S) / Z per face).  ``n_direct_faces``
+    counts the faces recomputed directly.
+    """
+
+    def __init__(self, model, tolerance=1e-12, precision="float64", *, mesh=None):
+        super().__init__(model, tolerance, precision)
+        if mesh is None or not hasattr(mesh, "face_points"):
+            raise ValueError("kernel = \"fft\" needs mesh = a CircleMesh (sources at its cell centers)")
+        self.mesh = mesh
+        self.rotation = rotation_parameters(model.B)
+        if self.rotation is None:
+            raise ValueError("kernel = \"fft\" needs B = Q^T K = a I + b J")
+        self.n_direct_faces = 0
+
+    def normal_speed(self, masses, normals):
+        """u_i = <average_i, normals_i> at the M faces for ``masses`` (M,) at the centers.
+
+        Units: those of V y (per unit time) times |normals|.
+        """
+        model = self.model
+        r, alpha = self.rotation
+        sums, log_scale = circle_attention_sums(model.beta * r, alpha, masses)
+        V = model.V
+        nx = V[0, 0] * sums[1] + V[0, 1] * sums[2]
+        ny = V[1, 0] * sums[1] + V[1, 1] * sums[2]
+        raw = nx * normals[:, 0] + ny * normals[:, 1]
+        if model.normalization == "softmax":
+            bad = unreliable(sums, masses)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u = raw / sums[0]
+            if bad.any():  # recompute where the FFT's absolute round-off is not small
+                idx = np.flatnonzero(bad)
+                self.n_direct_faces += idx.size
+                for lo in range(0, idx.size, 256):  # bounded (256, M) work arrays
+                    part = idx[lo:lo + 256]
+                    z, c, s = circle_attention_sums_at(model.beta * r, alpha, masses, part)
+                    n = normals[part]
+                    u[part] = ((V[0, 0] * c + V[0, 1] * s) * n[:, 0] + (V[1, 0] * c + V[1, 1] * s) * n[:, 1]) / z
+            return u
+        # uniform: e^{log_scale} raw, formed in log space (absolute FFT error is harmless here)
+        peak = float(np.abs(raw).max())
+        if peak > 0 and log_scale + math.log(peak) > LOG_FLOAT_MAX:
+            raise OverflowError(
+                "uniform normalization overflows float64: the speed is about "
+                f"exp({log_scale + math.log(peak):.4g}) (beta = {model.beta:g}); "
+                "use normalization = \"softmax\" or a smaller beta"
+            )
+        with np.errstate(divide="ignore"):
+            return np.sign(raw) * np.exp(log_scale + np.log(np.abs(raw)))
+
+    def average(self, X, Y, weights):
+        mesh = self.mesh
+        if X.shape != mesh.face_points.shape or Y.shape != mesh.center_points.shape or not (
+                np.array_equal(X, mesh.face_points) and np.array_equal(Y, mesh.center_points)):
+            raise ValueError("kernel = \"fft\" evaluates at the mesh faces (X = mesh.face_points) from sources "
+                             "at its cell centers (Y = mesh.center_points)")
+        # the two components as normal speeds along the unit axes
+        axes = np.eye(2)
+        return np.stack([self.normal_speed(weights, np.broadcast_to(axes[k], X.shape)) for k in range(2)], axis=1)

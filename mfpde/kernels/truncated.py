@@ -84,11 +84,13 @@ import math
 import numpy as np
 from numba import prange
 
+from ._base import LOG2E
 from ._jit import jit, jit_parallel
-from .attention import LOG2E, TARGETS, TILE
-from .fastexp import exp2_64, maxnum
+from .attention import TARGETS, TILE, exact_sums
+from ._tile import fused_shifted_pass, online_tile_pass
+from .registry import Attention, register_kernel
 
-__all__ = ["truncated_sums", "TruncationInfo", "FALLBACK_FRACTION"]
+__all__ = ["truncated_sums", "TruncationInfo", "NumbaTruncated", "FALLBACK_FRACTION", "OUTCOMES"]
 
 #: Use the exact kernel when the truncated one would scan more than this fraction of pairs.
 FALLBACK_FRACTION = 0.25
@@ -512,10 +514,11 @@ def _make_kernel(d, dv, online):
     consecutive ones are close) in groups of ``TARGETS`` (register blocking, as in the
     exact kernel); each group scans the ranges of ``_group_ranges``, a superset of each
     member's ball, and writes N_i, S_i, M_i and the sources scanned at its members' rows.
-    ``online=False``: the exact kernel's fused shifted pass with the shift U_i = A_i (the
+    ``online=False``: the exact kernel's fused shifted pass (``_tile.fused_shifted_pass``, one
+    call per range) with the shift U_i = A_i (the
     lower bound: every kept term is >= tol, and the caller passes only targets whose terms
     all stay < 2^SHIFT_SAFE).  ``online=True``: the exact kernel's tile loop with a
-    running maximum (targets whose Cauchy-Schwarz bound exceeds A_i by more).
+    running maximum (``_tile.online_tile_pass``, tiles of ``TILE`` sources of each range) (targets whose Cauchy-Schwarz bound exceeds A_i by more).
     """
     D = int(d)
     DV = int(dv)
@@ -528,12 +531,6 @@ def _make_kernel(d, dv, online):
     ):
         n = perm.size
         ngroups = (n + TARGETS - 1) // TARGETS
-        Y0 = YsT[0]
-        Y1 = YsT[1]
-        Y2 = YsT[2 if D > 2 else 1]
-        V0 = VsT[0]
-        V1 = VsT[1 if DV > 1 else 0]
-        V2 = VsT[2 if DV > 2 else 0]
         for grp in prange(ngroups):
             k0 = grp * TARGETS
             k1 = min(n, k0 + TARGETS) - 1
@@ -546,167 +543,36 @@ def _make_kernel(d, dv, online):
             acc = np.zeros((TARGETS, 4))  # column 3: the denominator
             run_max = np.full(TARGETS, -np.inf)
             if not ONLINE:
-                q00, q01, q02 = q[i0, 0], q[i0, 1], q[i0, D - 1]
-                q10, q11, q12 = q[i1, 0], q[i1, 1], q[i1, D - 1]
-                q20, q21, q22 = q[i2, 0], q[i2, 1], q[i2, D - 1]
-                q30, q31, q32 = q[i3, 0], q[i3, 1], q[i3, D - 1]
                 u0 = shift[i0]
                 u1 = shift[i1]
                 u2 = shift[i2]
                 u3 = shift[i3]
+                q0 = q[i0]
+                q1 = q[i1]
+                q2 = q[i2]
+                q3 = q[i3]
                 for ri in range(nr):
                     a = ranges[ri, 0]
-                    b = ranges[ri, 1]
-                    # slices indexed from 0: LLVM sees non-negative indices and vectorizes
-                    lr = Ls[a:b]
-                    y0r = Y0[a:b]
-                    y1r = Y1[a:b]
-                    y2r = Y2[a:b]
-                    v0r = V0[a:b]
-                    v1r = V1[a:b]
-                    v2r = V2[a:b]
-                    t0 = 0.0
-                    t1 = 0.0
-                    t2 = 0.0
-                    t3 = 0.0
-                    a00 = 0.0
-                    a01 = 0.0
-                    a02 = 0.0
-                    a10 = 0.0
-                    a11 = 0.0
-                    a12 = 0.0
-                    a20 = 0.0
-                    a21 = 0.0
-                    a22 = 0.0
-                    a30 = 0.0
-                    a31 = 0.0
-                    a32 = 0.0
-                    for j in range(b - a):
-                        lj = lr[j]
-                        y0 = y0r[j]
-                        y1 = y1r[j]
-                        s0 = lj - u0 + q00 * y0 + q01 * y1
-                        s1 = lj - u1 + q10 * y0 + q11 * y1
-                        s2 = lj - u2 + q20 * y0 + q21 * y1
-                        s3 = lj - u3 + q30 * y0 + q31 * y1
-                        if D > 2:
-                            y2 = y2r[j]
-                            s0 += q02 * y2
-                            s1 += q12 * y2
-                            s2 += q22 * y2
-                            s3 += q32 * y2
-                        e0 = exp2_64(s0)
-                        e1 = exp2_64(s1)
-                        e2 = exp2_64(s2)
-                        e3 = exp2_64(s3)
-                        t0 += e0
-                        t1 += e1
-                        t2 += e2
-                        t3 += e3
-                        v = v0r[j]
-                        a00 += e0 * v
-                        a10 += e1 * v
-                        a20 += e2 * v
-                        a30 += e3 * v
-                        if DV > 1:
-                            v = v1r[j]
-                            a01 += e0 * v
-                            a11 += e1 * v
-                            a21 += e2 * v
-                            a31 += e3 * v
-                        if DV > 2:
-                            v = v2r[j]
-                            a02 += e0 * v
-                            a12 += e1 * v
-                            a22 += e2 * v
-                            a32 += e3 * v
-                    acc[0, 0] += a00
-                    acc[0, 1] += a01
-                    acc[0, 2] += a02
-                    acc[0, 3] += t0
-                    acc[1, 0] += a10
-                    acc[1, 1] += a11
-                    acc[1, 2] += a12
-                    acc[1, 3] += t1
-                    acc[2, 0] += a20
-                    acc[2, 1] += a21
-                    acc[2, 2] += a22
-                    acc[2, 3] += t2
-                    acc[3, 0] += a30
-                    acc[3, 1] += a31
-                    acc[3, 2] += a32
-                    acc[3, 3] += t3
+                    fused_shifted_pass(q0, q1, q2, q3, u0, u1, u2, u3, YsT, VsT, Ls, a, ranges[ri, 1] - a, D, DV,
+                                       True, 0.0, acc)
                 run_max[0] = u0
                 run_max[1] = u1
                 run_max[2] = u2
                 run_max[3] = u3
             else:
                 s = np.empty((TARGETS, TILE))
-                qa = q[i0]
-                qb = q[i1]
-                qc = q[i2]
-                qd = q[i3]
+                cast = np.empty(1)
+                total = np.zeros(TARGETS)
+                q0 = q[i0]
+                q1 = q[i1]
+                q2 = q[i2]
+                q3 = q[i3]
                 for ri in range(nr):
                     for j0 in range(ranges[ri, 0], ranges[ri, 1], TILE):
-                        t = min(TILE, ranges[ri, 1] - j0)
-                        lr = Ls[j0 : j0 + t]
-                        y0r = Y0[j0 : j0 + t]
-                        y1r = Y1[j0 : j0 + t]
-                        y2r = Y2[j0 : j0 + t]
-                        v0r = V0[j0 : j0 + t]
-                        v1r = V1[j0 : j0 + t]
-                        v2r = V2[j0 : j0 + t]
-                        for j in range(t):
-                            lj = lr[j]
-                            y0 = y0r[j]
-                            y1 = y1r[j]
-                            s0 = lj + qa[0] * y0 + qa[1] * y1
-                            s1 = lj + qb[0] * y0 + qb[1] * y1
-                            s2 = lj + qc[0] * y0 + qc[1] * y1
-                            s3 = lj + qd[0] * y0 + qd[1] * y1
-                            if D > 2:
-                                y2 = y2r[j]
-                                s0 += qa[D - 1] * y2
-                                s1 += qb[D - 1] * y2
-                                s2 += qc[D - 1] * y2
-                                s3 += qd[D - 1] * y2
-                            s[0, j] = s0
-                            s[1, j] = s1
-                            s[2, j] = s2
-                            s[3, j] = s3
-                        m0 = -np.inf
-                        m1 = -np.inf
-                        m2 = -np.inf
-                        m3 = -np.inf
-                        for j in range(t):
-                            m0 = maxnum(m0, s[0, j])
-                            m1 = maxnum(m1, s[1, j])
-                            m2 = maxnum(m2, s[2, j])
-                            m3 = maxnum(m3, s[3, j])
-                        for r in range(TARGETS):
-                            tile_max = m0 if r == 0 else (m1 if r == 1 else (m2 if r == 2 else m3))
-                            if tile_max > run_max[r]:
-                                scale = np.exp2(run_max[r] - tile_max)
-                                for k in range(4):
-                                    acc[r, k] *= scale
-                                run_max[r] = tile_max
-                            mr = run_max[r]
-                            t_sum = 0.0
-                            a0 = 0.0
-                            a1 = 0.0
-                            a2 = 0.0
-                            for j in range(t):
-                                e = exp2_64(s[r, j] - mr)
-                                t_sum += e
-                                a0 += e * v0r[j]
-                                if DV > 1:
-                                    a1 += e * v1r[j]
-                                if DV > 2:
-                                    a2 += e * v2r[j]
-                            acc[r, 0] += a0
-                            acc[r, 1] += a1
-                            acc[r, 2] += a2
-                            acc[r, 3] += t_sum
+                        online_tile_pass(q0, q1, q2, q3, YsT, VsT, Ls, j0, min(TILE, ranges[ri, 1] - j0), D, DV,
+                                         True, True, 0.0, s, cast, acc, total, run_max)
+                for r in range(TARGETS):
+                    acc[r, 3] = total[r]
             for r in range(k1 + 1 - k0):
                 i = perm[k0 + r]
                 scanned[i] = nscan
@@ -734,8 +600,6 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
 
     ``return_info=True`` also returns a :class:`TruncationInfo`.
     """
-    from . import exact_sums
-
     n, d = X.shape
     m_all = len(Y)
 
@@ -850,3 +714,15 @@ def truncated_sums(model, X, Y, weights, tolerance, return_info=False):
     groups = (group, np.concatenate(offsets), np.concatenate(ranges), source)
     info = TruncationInfo("truncated", scanned, np.where(alpha >= 0.0, low, np.nan), m_all, groups)
     return num, den, smax, info
+
+
+@register_kernel("numba", "truncated")
+class NumbaTruncated(Attention):
+    """Large beta: per target only the sources of relative weight >= ``tolerance``
+    (``truncated_sums``; the exact kernel where truncation would not pay).  log Z is always
+    computed exactly."""
+
+    def sums(self, X, Y, weights, values=True):
+        if not values:
+            return exact_sums(self.model, X, Y, weights, values=False)
+        return truncated_sums(self.model, X, Y, weights, self.tolerance)

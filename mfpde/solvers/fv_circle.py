@@ -28,13 +28,9 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..field import continuum_field, velocity
-from ..kernels.fft_circle import (
-    circle_attention_sums,
-    circle_attention_sums_at,
-    rotation_parameters,
-    unreliable,
-)
+from ..field import continuum_field
+from ..kernels import make_attention
+from ..kernels.fft_circle import rotation_parameters
 from ..mesh import CircleMesh
 from ..model import Model
 from ..options import SolverOptions
@@ -111,12 +107,16 @@ class FVCircleSolver(FVStepping):
             raise ValueError("field_path = \"fft\" needs B = Q^T K = a I + b J; use \"auto\" or \"direct\"")
         self.field_path = "direct" if field_path == "auto" and self.rotation is None else (
             "fft" if field_path == "auto" else field_path)
+        # the field, built once: FFT at the faces (and the direct sums where it is unreliable)
+        # or the exact kernel
+        self.direct = make_attention(model, options)
+        self.attention = make_attention(model, "fft", mesh=self.mesh, backend="numpy") if (
+            self.field_path == "fft" and not model.is_zero_temperature) else self.direct
         self._fixed_speed = None
         if model.is_zero_temperature:  # continuum field: independent of rho (linear transport)
             v = continuum_field(model, np.asarray(self.mesh.face_points))
             self._fixed_speed = np.sum(v * self.mesh.face_normals, axis=1)
         self.n_field_evaluations = 0
-        self.n_direct_faces = 0  # faces recomputed directly on the FFT path (diagnostic)
         self.n_steps = 0
         self.n_rejected = 0
 
@@ -134,8 +134,13 @@ class FVCircleSolver(FVStepping):
         mesh = self.mesh
         X = mesh.face_points if faces is None else mesh.face_points[faces]
         normals = mesh.face_normals if faces is None else mesh.face_normals[faces]
-        v = velocity(self.model, X, mesh.center_points, weights=masses)
+        v = self.direct.velocity(X, mesh.center_points, weights=masses)
         return np.sum(v * normals, axis=1)
+
+    @property
+    def n_direct_faces(self) -> int:
+        """Faces recomputed directly on the FFT path (diagnostic)."""
+        return getattr(self.attention, "n_direct_faces", 0)
 
     def face_speed(self, masses: ArrayLike) -> np.ndarray:
         """The tangent speed u_i = <X_beta[rho](x_i), x_i^perp> at the M faces."""
@@ -145,37 +150,7 @@ class FVCircleSolver(FVStepping):
             return self._fixed_speed
         if self.field_path == "direct":
             return self._direct_speed(masses)
-        model, mesh = self.model, self.mesh
-        r, alpha = self.rotation
-        sums, log_scale = circle_attention_sums(model.beta * r, alpha, masses)
-        V = model.V
-        nx = V[0, 0] * sums[1] + V[0, 1] * sums[2]
-        ny = V[1, 0] * sums[1] + V[1, 1] * sums[2]
-        normals = mesh.face_normals
-        raw = nx * normals[:, 0] + ny * normals[:, 1]
-        if model.normalization == "softmax":
-            bad = unreliable(sums, masses)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                u = raw / sums[0]
-            if bad.any():  # recompute where the FFT's absolute round-off is not small
-                idx = np.flatnonzero(bad)
-                self.n_direct_faces += idx.size
-                for lo in range(0, idx.size, 256):  # bounded (256, M) work arrays
-                    part = idx[lo:lo + 256]
-                    z, c, s = circle_attention_sums_at(model.beta * r, alpha, masses, part)
-                    n = normals[part]
-                    u[part] = ((V[0, 0] * c + V[0, 1] * s) * n[:, 0] + (V[1, 0] * c + V[1, 1] * s) * n[:, 1]) / z
-            return u
-        # uniform: e^{log_scale} raw, formed in log space (absolute FFT error is harmless here)
-        peak = float(np.abs(raw).max())
-        if peak > 0 and log_scale + math.log(peak) > LOG_FLOAT_MAX:
-            raise OverflowError(
-                "uniform normalization overflows float64: the speed is about "
-                f"exp({log_scale + math.log(peak):.4g}) (beta = {model.beta:g}); "
-                "use normalization = \"softmax\" or a smaller beta"
-            )
-        with np.errstate(divide="ignore"):
-            return np.sign(raw) * np.exp(log_scale + np.log(np.abs(raw)))
+        return self.attention.normal_speed(masses, self.mesh.face_normals)
 
     def rhs(self, masses: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
         """dm/dt of the semi-discrete scheme (speed computed from ``masses`` if not given)."""

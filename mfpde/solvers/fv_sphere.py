@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from ..field import continuum_field, velocity
+from ..field import continuum_field
+from ..kernels import make_attention
 from ..kernels._jit import jit
 from ..mesh import SphereMesh
 from ..mesh.sphere import MAX_CELLS
@@ -274,6 +275,8 @@ class FVSphereSolver(FVStepping):
         self.options = options
         self.reconstruction = reconstruction
         self.mesh = SphereMesh.icosahedral(options.cells)
+        #: The field's kernel, built once from the options (kernel, tolerance).
+        self.attention = make_attention(model, options)
         self._fixed_speed = None
         if model.is_zero_temperature:  # continuum field: independent of rho (linear transport)
             self._fixed_speed = self._normal_speed(continuum_field(model, np.asarray(self.mesh.face_midpoints)))
@@ -290,8 +293,7 @@ class FVSphereSolver(FVStepping):
         if self._fixed_speed is not None:
             return self._fixed_speed
         mesh = self.mesh
-        v = velocity(self.model, mesh.face_midpoints, mesh.centers, weights=np.asarray(masses, dtype=np.float64),
-                     kernel=self.options.kernel, tolerance=self.options.tolerance)
+        v = self.attention.velocity(mesh.face_midpoints, mesh.centers, weights=np.asarray(masses, dtype=np.float64))
         return self._normal_speed(v)
 
     def rhs(self, masses: ArrayLike, u: np.ndarray | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from ..model import Model
 from ..options import SolverOptions
 from ..sphere import retract
-from ..field import velocity
+from ..kernels import make_attention
 from ._stepping import check_times, snapshot_loop
 from .integrators import DormandPrince, fixed_step
 
@@ -37,16 +37,18 @@ class ParticleSolver:
     def __init__(self, model: Model, options: SolverOptions | None = None):
         self.model = model
         self.options = options or SolverOptions()
+        #: The field's kernel, built once from the options (kernel, tolerance).
+        self.attention = make_attention(model, self.options)
         self.n_field_evaluations = 0
         self.n_rejected = 0
 
     def field(self, weights: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """The velocity x -> X_beta[sum_j m_j delta_{x_j}](x) of the particle system."""
-        model, kernel, tolerance = self.model, self.options.kernel, self.options.tolerance
+        attention = self.attention
 
         def f(X):
             self.n_field_evaluations += 1
-            return velocity(model, X, weights=weights, kernel=kernel, tolerance=tolerance)
+            return attention.velocity(X, weights=weights)
 
         return f
 

@@ -134,7 +134,7 @@ class PICSolver(ParticleSolver):
 
     def field(self, weights: ArrayLike) -> Callable[[np.ndarray], np.ndarray]:
         """The PIC velocity x -> P_x I[F](x) with F the mesh field of the deposited ``weights``."""
-        model, opts = self.model, self.options
+        model = self.model
         if not self.uses_mesh:
             def f_inf(X):
                 self.n_field_evaluations += 1
@@ -144,6 +144,7 @@ class PICSolver(ParticleSolver):
         weights = np.ascontiguousarray(weights, dtype=np.float64)
         total = float(weights.sum())
         nodes = self.nodes
+        attention = self.attention  # built once, from the options (ParticleSolver.__init__)
         guess = None
 
         def f(X):
@@ -159,7 +160,7 @@ class PICSolver(ParticleSolver):
             self.max_mass_error = max(self.max_mass_error, abs(float(masses.sum()) - total))
             self.min_cell_mass = min(self.min_cell_mass, float(masses.min()))
             self.cell_masses = masses
-            F = velocity(model, nodes, nodes, masses, kernel=opts.kernel, tolerance=opts.tolerance)
+            F = attention.velocity(nodes, nodes, masses)
             return _interpolate(idx, lam, F, X)
 
         return f
