@@ -23,8 +23,6 @@ __all__ = [
 ]
 
 SAMPLINGS = ("quantile", "random")
-#: The values of ``solver.kernel``.
-KERNELS = ("exact", "truncated")
 GROUNDS = ("geodesic", "chordal")
 W_METHODS = ("auto", "exact", "circle", "two_atom", "sparse", "sliced")
 
@@ -43,6 +41,14 @@ def _integrators() -> tuple:
     return INTEGRATORS
 
 
+def _kernels() -> tuple:
+    """The values of ``solver.kernel``: the kernels of the numba backend's registry (at beta = inf
+    the model's zero-temperature field runs whatever the kernel)."""
+    from .kernels import kernels
+
+    return kernels("numba")
+
+
 def _initial_kinds() -> tuple:
     """The values of ``initial.kind``: the names of ``mfpde.initial.KINDS`` (imported here, not
     at the top: mfpde.initial imports this module)."""
@@ -51,7 +57,9 @@ def _initial_kinds() -> tuple:
     return tuple(KINDS)
 
 
-def __getattr__(name):  # METHODS, INTEGRATORS and INITIAL_KINDS come from their registries
+def __getattr__(name):  # METHODS, INTEGRATORS, KERNELS and INITIAL_KINDS come from their registries
+    if name == "KERNELS":
+        return _kernels()
     if name == "INITIAL_KINDS":
         return _initial_kinds()
     if name == "METHODS":
@@ -233,7 +241,7 @@ class SolverOptions(_Section):
         s = "solver"
         _choice(s, "method", self.method, _methods())
         _choice(s, "integrator", self.integrator, _integrators())
-        _choice(s, "kernel", self.kernel, KERNELS)
+        _choice(s, "kernel", self.kernel, _kernels())
         for key in ("dt", "cfl", "t_end", "rtol", "atol"):
             _positive(s, key, getattr(self, key))
         _positive(s, "cells", self.cells, integer=True)

@@ -341,7 +341,6 @@ def _write_index(path, config: Config, specs, rows, rates, status):
     import h5py
 
     from ._version import __version__
-    from .io import STUDY_FORMAT
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -672,8 +671,6 @@ def study_info(path) -> str:
 def load_study(path: str | os.PathLike) -> StudyResult:
     """Read a study index file: the summary columns and the fitted rates."""
     import h5py
-
-    from .io import STUDY_FORMAT
 
     path = os.fspath(path)
     if not os.path.exists(path):

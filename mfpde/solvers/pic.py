@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..field import continuum_field, velocity
+from ..field import continuum_field
 from ..kernels.deposit import deposit
 # the names the field method reads: the unchecked interpolation, the fused stencil and
 # deposition, the point check
