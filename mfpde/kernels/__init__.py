@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 
 from ..model import Model
 from .attention import LOG2E, PRECISIONS, hardmax_sums, make_shifted_sums, make_softmax_sums, pack_sources
+from .blocked import BLOCKED_MIN_D, blocked_sums  # high-d path (GEMM-blocked), issue #18
 
 __all__ = ["attention_average", "exact_sums", "log_partition", "LOG_FLOAT_MAX", "KERNELS", "PRECISIONS"]
 
@@ -60,8 +61,14 @@ def exact_sums(model: Model, X: ArrayLike, Y: ArrayLike | None, weights: ArrayLi
     (``make_shifted_sums``: one fused pass, no running maximum); targets where it
     overshoots the true maximum so far that S_i < ``SHIFT_UNDERFLOW`` are recomputed with
     the online maximum (``make_softmax_sums``), as are all targets for d > 3.  Finite beta
-    only.  ``values=False`` skips the numerator (N_i has shape (N, 0)).
+    only.  ``values=False`` skips the numerator (N_i has shape (N, 0)).  For d >=
+    ``blocked.BLOCKED_MIN_D`` the scores and value sums are blocked matrix products
+    (``blocked.blocked_sums``, same contract).
     """
+    # --- high-d path (issue #18): GEMM-blocked scores and value sums ---
+    if X.shape[1] >= BLOCKED_MIN_D:
+        return blocked_sums(model, X, Y, weights, precision, values)
+    # --- end high-d path ---
     dtype = PRECISIONS[precision]
     n, d = X.shape
     q = np.ascontiguousarray((LOG2E * model.beta) * (X @ model.B), dtype=dtype)
