@@ -28,10 +28,11 @@ Equal masses (the usual empirical measure) skip the log-masses: the kernel runs 
 l = 0 on the real sources and log2 m is added to M_i afterwards (only the last source
 tile, which holds the padding, reads its -inf log-masses).
 
-Tile sizes (``tile_sizes``): tn = 128, tm = 256 for d, dv <= 256, tn = tm = 256 above;
-a (tn, tm) score buffer of 256 KB / 512 KB per thread.  Measured on a 2-core AMD EPYC
-(Zen 5, OpenBLAS 0.3.31): within ~10 % of the best of 8 shapes from 32 to 512 at
-d = 16 ... 1024.
+Tile sizes (``tile_sizes``): tn = 128, tm = 256 for d, dv <= 256, tn = tm = 256 above
+(float32: 256 x 256 for 64 < d <= 256, 256 x 512 above); a (tn, tm) score buffer of at
+most 512 KB per thread.  Measured on a 2-core AMD EPYC (Zen 5, OpenBLAS 0.3.31): within
+~10 % of the best of 8 shapes from 32 to 512 at d = 16 ... 1024 (the differences between
+shapes are at the level of the shared machine's noise).
 
 Memory: the padded copies of the queries, sources and values, O((N + M)(d + dv)), plus a
 (tn, tm) and a (tn, dv) buffer per thread; never N x M.
@@ -70,12 +71,16 @@ __all__ = ["blocked_sums", "make_blocked_sums", "tile_sizes", "single_threaded_b
 BLOCKED_MIN_D = 16
 
 
-def tile_sizes(d, dv):
+def tile_sizes(d, dv, precision="float64"):
     """(tn, tm): targets and sources per tile.
 
-    The source tile (tm, d + dv) is packed by the gemm once per target tile; tm shrinks
-    with d so that it stays within ~1 MB (L2 is 1-2 MB per core on current x86)."""
+    Larger tiles amortize the gemm's packing of the query and source tiles (each source
+    tile is packed once per target tile, each query tile once per source tile); the score
+    buffer (tn, tm) stays <= 512 KB per thread.  float32 takes larger tiles at d > 64
+    (the sgemm kernels block more columns)."""
     width = max(d, dv, 1)
+    if precision == "float32" and width > 64:
+        return (256, 256) if width <= 256 else (256, 512)
     return (128, 256) if width <= 256 else (256, 256)
 
 
@@ -247,7 +252,7 @@ def blocked_sums(model, X, Y, weights, precision="float64", values=True):
     smax = np.empty(n)
     if not n:
         return num, den, smax
-    tn, tm = tile_sizes(d, dv)
+    tn, tm = tile_sizes(d, dv, precision)
     nt = -(-n // tn) * tn
     mt = max(1, -(-mcount // tm)) * tm
     q = _padded((LOG2E * model.beta) * (X @ model.B), nt, dtype)
