@@ -236,6 +236,9 @@ def test_blas_runs_single_threaded_inside_and_is_restored(rng):
     before = [get() for get, _ in controls]
     with single_threaded_blas():
         assert [get() for get, _ in controls] == [1] * len(controls)
+        with single_threaded_blas():  # nested (another thread's kernel): still 1 after it
+            pass
+        assert [get() for get, _ in controls] == [1] * len(controls)
     assert [get() for get, _ in controls] == before
     model = random_model(rng, 16, 1.0)
     X = unit_rows(rng, 10, 16)

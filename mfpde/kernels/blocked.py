@@ -56,6 +56,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import threading
 
 import numpy as np
 from numba import prange
@@ -205,25 +206,36 @@ def _openblas_controls():
     return tuple(controls)
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE = {"depth": 0, "previous": []}
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Every loaded OpenBLAS at one thread inside the block, restored on exit.
 
     Process-wide for the duration (OpenBLAS has one global thread count): a BLAS call made
-    by another Python thread meanwhile runs single-threaded too.  Other BLAS libraries
-    (MKL, BLIS) are left alone; with those, set their thread count to 1 in the environment
-    for the best speed."""
+    by another Python thread meanwhile runs single-threaded too.  Re-entrant and safe
+    across threads: the first block to enter saves the counts, the last to leave restores
+    them.  Other BLAS libraries (MKL, BLIS) are left alone; with those, set their thread
+    count to 1 in the environment for the best speed."""
     controls = _openblas_controls()
-    previous = [get() for get, _ in controls]
-    for (_, set_), p in zip(controls, previous):
-        if p != 1:
-            set_(1)
+    with _BLAS_LOCK:
+        if _BLAS_STATE["depth"] == 0:
+            _BLAS_STATE["previous"] = [get() for get, _ in controls]
+            for (_, set_), p in zip(controls, _BLAS_STATE["previous"]):
+                if p != 1:
+                    set_(1)
+        _BLAS_STATE["depth"] += 1
     try:
         yield
     finally:
-        for (_, set_), p in zip(controls, previous):
-            if p != 1:
-                set_(p)
+        with _BLAS_LOCK:
+            _BLAS_STATE["depth"] -= 1
+            if _BLAS_STATE["depth"] == 0:
+                for (_, set_), p in zip(controls, _BLAS_STATE["previous"]):
+                    if p != 1:
+                        set_(p)
 
 
 # --------------------------------------------------------------------------- entry point
