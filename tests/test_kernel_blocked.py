@@ -189,8 +189,9 @@ def test_results_do_not_depend_on_thread_count(rng, precision):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("n, m", [(1, 1), (1, 300), (300, 1), (128, 256), (129, 257), (127, 255)])
+@pytest.mark.parametrize("n, m", [(1, 1), (1, 300), (300, 1), (1024, 256), (1025, 257), (1023, 255), (17, 513)])
 def test_tile_edges(rng, n, m):
+    """Target tiles are 128 from N = 1024 on, 16 x ceil(N / 128) below (>= 8 tiles)."""
     d = 20
     tn, tm = tile_sizes(d, d)
     assert (tn, tm) == (128, 256)  # the sizes above straddle these

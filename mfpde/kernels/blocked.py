@@ -32,7 +32,9 @@ Tile sizes (``tile_sizes``): tn = 128, tm = 256 for d, dv <= 256, tn = tm = 256 
 (float32: 256 x 256 for 64 < d <= 256, 256 x 512 above); a (tn, tm) score buffer of at
 most 512 KB per thread.  Measured on a 2-core AMD EPYC (Zen 5, OpenBLAS 0.3.31): within
 ~10 % of the best of 8 shapes from 32 to 512 at d = 16 ... 1024 (the differences between
-shapes are at the level of the shared machine's noise).
+shapes are at the level of the shared machine's noise).  Fewer than 8 x tn targets take
+smaller target tiles (multiples of 16, at least 8 tiles), so that few targets against
+many sources still use every thread.
 
 Memory: the padded copies of the queries, sources and values, O((N + M)(d + dv)), plus a
 (tn, tm) and a (tn, dv) buffer per thread; never N x M.
@@ -43,8 +45,8 @@ other exact kernel.
 
 BLAS threads.  The parallelism is numba's (one target tile per thread); the BLAS calls
 inside must be single-threaded.  A multithreaded OpenBLAS called from numba's threads
-oversubscribes the cores and serializes the callers on its own thread pool (measured 40x
-slower at d = 64 on 2 cores), so ``blocked_sums`` sets every loaded OpenBLAS to one
+oversubscribes the cores and serializes the callers on its own thread pool (measured 10x
+to 40x slower at d = 64 on 2 cores), so ``blocked_sums`` sets every loaded OpenBLAS to one
 thread for the duration of the kernel and restores the previous count afterwards
 (``single_threaded_blas``).  With one BLAS thread each gemm is a fixed sequence of
 operations, so results are bit-identical whatever numba's thread count.
@@ -265,6 +267,9 @@ def blocked_sums(model, X, Y, weights, precision="float64", values=True):
     if not n:
         return num, den, smax
     tn, tm = tile_sizes(d, dv, precision)
+    # few targets: smaller target tiles (multiples of 16), so that there are >= 8 tiles
+    # for the threads to share (the tiles depend on N only, never on the thread count)
+    tn = min(tn, 16 * max(1, -(-n // (16 * 8))))
     nt = -(-n // tn) * tn
     mt = max(1, -(-mcount // tm)) * tm
     q = _padded((LOG2E * model.beta) * (X @ model.B), nt, dtype)
