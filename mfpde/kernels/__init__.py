@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 
 from ..model import Model
 from .attention import LOG2E, PRECISIONS, hardmax_sums, make_shifted_sums, make_softmax_sums, pack_sources
-from .blocked import BLOCKED_MIN_D, blocked_sums  # high-d path (GEMM-blocked), issue #18
+from .blocked import BLOCKED_MIN_D, blocked_sums  # the high-d path (GEMM-blocked tiles)
 
 __all__ = ["attention_average", "exact_sums", "log_partition", "LOG_FLOAT_MAX", "KERNELS", "PRECISIONS"]
 
@@ -65,7 +65,7 @@ def exact_sums(model: Model, X: ArrayLike, Y: ArrayLike | None, weights: ArrayLi
     ``blocked.BLOCKED_MIN_D`` the scores and value sums are blocked matrix products
     (``blocked.blocked_sums``, same contract).
     """
-    # --- high-d path (issue #18): GEMM-blocked scores and value sums ---
+    # --- high-d path: GEMM-blocked scores and value sums (kernels.blocked) ---
     if X.shape[1] >= BLOCKED_MIN_D:
         return blocked_sums(model, X, Y, weights, precision, values)
     # --- end high-d path ---
