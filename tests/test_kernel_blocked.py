@@ -93,7 +93,7 @@ def test_blocked_matches_the_numpy_reference(rng, d, beta, normalization):
 @pytest.mark.parametrize("beta", [0.1, 5.0])
 @pytest.mark.parametrize("normalization", ["softmax", "uniform"])
 def test_float32_mode_accuracy(rng, d, beta, normalization):
-    """d = 16, 64: 128 x 256 tiles; 130: 256 x 256; 300: 256 x 512 (``tile_sizes``)."""
+    """256 x 512 tiles (``tile_sizes``): M = 700 is 1 full source tile and a partial one."""
     model = random_model(rng, d, beta, normalization)
     X, Y = unit_rows(rng, 150, d), unit_rows(rng, 700, d)
     m = rng.random(700)

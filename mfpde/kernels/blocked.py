@@ -28,9 +28,8 @@ Equal masses (the usual empirical measure) skip the log-masses: the kernel runs 
 l = 0 on the real sources and log2 m is added to M_i afterwards (only the last source
 tile, which holds the padding, reads its -inf log-masses).
 
-Tile sizes (``tile_sizes``): tn = 128, tm = 256 for d, dv <= 256, tn = tm = 256 above
-(float32: 256 x 256 for 64 < d <= 256, 256 x 512 above); a (tn, tm) score buffer of at
-most 512 KB per thread.  Measured on a 2-core AMD EPYC (Zen 5, OpenBLAS 0.3.31): within
+Tile sizes (``tile_sizes``): tn = 128, tm = 256 for d, dv <= 64, tn = tm = 256 above
+(float32: 256 x 512 at every d); a (tn, tm) score buffer of at most 512 KB per thread.  Measured on a 2-core AMD EPYC (Zen 5, OpenBLAS 0.3.31): within
 ~10 % of the best of 8 shapes from 32 to 512 at d = 16 ... 1024 (the differences between
 shapes are at the level of the shared machine's noise).  Fewer than 8 x tn targets take
 smaller target tiles (multiples of 16, at least 8 tiles), so that few targets against
@@ -79,12 +78,12 @@ def tile_sizes(d, dv, precision="float64"):
 
     Larger tiles amortize the gemm's packing of the query and source tiles (each source
     tile is packed once per target tile, each query tile once per source tile); the score
-    buffer (tn, tm) stays <= 512 KB per thread.  float32 takes larger tiles at d > 64
-    (the sgemm kernels block more columns)."""
+    buffer (tn, tm) stays <= 512 KB per thread.  float32 (half the bytes) takes twice as
+    many sources per tile."""
     width = max(d, dv, 1)
-    if precision == "float32" and width > 64:
-        return (256, 256) if width <= 256 else (256, 512)
-    return (128, 256) if width <= 256 else (256, 256)
+    if precision == "float32":
+        return (256, 512)
+    return (128, 256) if width <= 64 else (256, 256)
 
 
 @functools.lru_cache(maxsize=None)
