@@ -32,6 +32,23 @@ rk4 step.
 --only exact / --only truncated / --only step: print only the first table (exact kernel
 against its peers), only the second (truncated kernel against the exact one) or only the
 rk4 step.
+
+High-dimensional table (``--only highd``; printed last in a full run): for d in {3, 16,
+64, 128, 512, 1024} (N = 1e4 targets = sources for d <= 128, N = 4e3 for d = 512, 1024;
+beta = 5; general random Q, K, V with B = Q^T K of spectral norm ~1 and V of entries
+~N(0, 1/d), so scores stay O(beta)) the attention average (``attention_average``, exact
+kernel, uniform masses) at:
+
+- float64: mfpde pairs/s, torch SDPA float64 pairs/s and the ratio mfpde / torch, the
+  max difference relative to max |average|;
+- float32: the same against torch SDPA float32;
+- "/bound": the share of the bound time >= pairs x (1/exp_rate + 2 (d + dv) / dgemm_rate),
+  exp_rate = numpy.exp elements/s on one core (2^22 float64 elements) x the thread count,
+  dgemm_rate = numpy.matmul 2000 x 2000 float64 flops/s (numpy's BLAS at the thread count),
+  both measured next to every timing in the same run, the largest value seen used.
+
+SDPA is given the same field: query = beta X B (N, d), key = Y, value = Y V^T, scale = 1,
+one batch and head (4-d tensors), torch.set_num_threads(thread count).
 """
 
 import argparse
@@ -91,7 +108,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="N in {2e3, 2e4}, d = 3, one repeat")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--beta", type=float, default=30.0)
-    parser.add_argument("--only", choices=["exact", "truncated", "step"], help="print only this table")
+    parser.add_argument("--only", choices=["exact", "truncated", "step", "highd"], help="print only this table")
     args = parser.parse_args()
     sizes = [2_000, 20_000] if args.quick else [2_000, 20_000, 100_000]
     dims = [3] if args.quick else [2, 3, 8]
@@ -105,12 +122,14 @@ def main():
     else:
         print(f"torch {torch.__version__}")
     rng = np.random.default_rng(0)
-    if args.only != "truncated":
+    if args.only not in ("truncated", "highd"):
         exact_table(args, sizes, dims, repeat, threads, rng)
     if args.only in (None, "truncated"):
         truncated_table(sizes, repeat)
     if args.only == "step" or (args.only is None and not args.quick):
         rk4_step_table(repeat)
+    if args.only in (None, "highd"):
+        highd_table(repeat, threads)
 
 
 def exact_table(args, sizes, dims, repeat, threads, rng):
@@ -235,6 +254,90 @@ def rk4_step_table(repeat, n=100_000, d=3, beta=1000.0, dt=0.01):
     diff = np.abs(results["truncated"] - results["exact"]).max()
     move = np.abs(results["exact"] - x).max()
     print(f"max |x_truncated - x_exact| after the step: {diff:.1e} (the step moves points by up to {move:.1e})")
+
+
+_BIG_EXP_IN = -50.0 * np.random.default_rng(5).random(1 << 22)
+_BIG_EXP_OUT = np.empty_like(_BIG_EXP_IN)
+_GEMM_A = np.random.default_rng(6).random((2000, 2000))
+_GEMM_B = np.random.default_rng(7).random((2000, 2000))
+_GEMM_C = np.empty((2000, 2000))
+
+
+def big_exp_rate(threads):
+    """numpy.exp elements/s on 2^22 float64 elements, one core, times ``threads``."""
+    t, _ = best_time(lambda: np.exp(_BIG_EXP_IN, out=_BIG_EXP_OUT), 5)
+    return threads * _BIG_EXP_IN.size / t
+
+
+def dgemm_rate():
+    """numpy.matmul flops/s on 2000 x 2000 float64 (numpy's BLAS at its thread count)."""
+    t, _ = best_time(lambda: np.matmul(_GEMM_A, _GEMM_B, out=_GEMM_C), 3)
+    return 2.0 * 2000**3 / t
+
+
+def torch_sdpa(model, X, dtype):
+    """torch SDPA on the same field: query beta X B, key X, value X V^T, scale 1."""
+    q = torch.from_numpy(model.beta * (X @ model.B)).to(dtype)[None, None]
+    k = torch.from_numpy(X).to(dtype)[None, None]
+    v = torch.from_numpy(X @ model.V.T).to(dtype)[None, None]
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0)[0, 0].double().numpy()
+
+
+def highd_table(repeat, threads, beta=5.0):
+    """Exact kernel at d up to 1024 against torch SDPA float64 / float32 and the bound."""
+    from mfpde.kernels import attention_average
+    from mfpde.kernels.blocked import BLOCKED_MIN_D
+
+    rng = np.random.default_rng(11)
+    exp_r, gemm_r = big_exp_rate(threads), dgemm_rate()
+    print()
+    print(f"high dimension: beta = {beta:g}, general Q, K, V, targets = sources, uniform masses, {threads} threads")
+    print(f"(blocked GEMM path for d >= {BLOCKED_MIN_D}; bound = pairs x (1/exp_rate + 2 (d + dv) / dgemm_rate))")
+    if torch is None:
+        print("torch not installed: the SDPA columns are skipped")
+    print(
+        f"{'N':>6} {'d':>5} {'f64 pairs/s':>11} {'torch f64':>10} {'/torch':>7} {'/bound':>7} {'err':>8} {'torch err':>9} "
+        f"{'f32 pairs/s':>11} {'torch f32':>10} {'/torch':>7} {'f32 err':>8}"
+    )
+    for d in (3, 16, 64, 128, 512, 1024):
+        n = 10_000 if d <= 128 else 4_000
+        X = unit(rng, n, d)
+        # B = Q^T K with singular values ~1, V with entries ~N(0, 1/d): scores O(beta)
+        Q = rng.standard_normal((d, d)) / np.sqrt(d)
+        K = rng.standard_normal((d, d)) / np.sqrt(d)
+        K /= np.linalg.norm(Q.T @ K, 2)
+        V = rng.standard_normal((d, d)) / np.sqrt(d)
+        model = mfpde.Model(Q=Q, K=K, V=V, beta=beta)
+        w = np.full(n, 1.0 / n)
+        pairs = float(n) * n
+        cols = {}
+        ref = attention_average_numpy(model, X[:500], X, w)
+        scale = np.abs(ref).max()
+        for precision, tdtype in (("float64", "float64"), ("float32", "float32")):
+            attention_average(model, X[:8], X[:300], w[:300], precision=precision)  # compile or load the cache
+            t, a = best_time(lambda: attention_average(model, X, X, w, precision=precision), repeat)
+            exp_r, gemm_r = max(exp_r, big_exp_rate(threads)), max(gemm_r, dgemm_rate())
+            err = np.abs(a[:500] - ref).max() / scale
+            peer = None
+            if torch is not None:
+                td = getattr(torch, tdtype)
+                torch_sdpa(model, X[:64], td)
+                tt, at = best_time(lambda: torch_sdpa(model, X, td), repeat)
+                exp_r, gemm_r = max(exp_r, big_exp_rate(threads)), max(gemm_r, dgemm_rate())
+                peer = (pairs / tt, np.abs(at[:500] - ref).max() / scale)
+            cols[precision] = (pairs / t, err, peer)
+        rate, err, peer = cols["float64"]
+        bound_time = pairs * (1.0 / exp_r + 2.0 * (d + d) / gemm_r)
+        share = bound_time / (pairs / rate)
+        t64 = f"{peer[0]:10.3g} {rate / peer[0]:7.2f}" if peer else f"{'-':>10} {'-':>7}"
+        terr = f"{peer[1]:9.1e}" if peer else f"{'-':>9}"
+        rate32, err32, peer32 = cols["float32"]
+        t32 = f"{peer32[0]:10.3g} {rate32 / peer32[0]:7.2f}" if peer32 else f"{'-':>10} {'-':>7}"
+        print(
+            f"{n:6d} {d:5d} {rate:11.3g} {t64} {share:7.2f} {err:8.1e} {terr} {rate32:11.3g} {t32} {err32:8.1e}",
+            flush=True,
+        )
+    print(f"(rates used: exp {exp_r:.3g}/s ({threads} threads), dgemm {gemm_r / 1e9:.3g} GFlop/s, the largest measured)")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from numba import prange
 
 from ..model import Model
 from ._base import LOG2E, PRECISIONS, log2_masses
+from .blocked import BLOCKED_MIN_D, blocked_sums
 from ._jit import jit_parallel
 from ._tile import fused_shifted_pass, online_tile_pass
 from .registry import Attention, register_kernel
@@ -229,8 +230,12 @@ def exact_sums(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, 
     maximum); targets where it overshoots the true maximum so far that
     S_i < ``SHIFT_UNDERFLOW`` are recomputed with the online maximum
     (``make_softmax_sums``), as are all targets for dv > 3.  Finite beta only.
-    ``values=False`` skips the numerator (N_i has shape (N, 0)).
+    ``values=False`` skips the numerator (N_i has shape (N, 0)).  For d >=
+    ``blocked.BLOCKED_MIN_D`` the scores and value sums are blocked matrix products
+    (``blocked.blocked_sums``, same contract).
     """
+    if X.shape[1] >= BLOCKED_MIN_D:  # the high-d path: GEMM-blocked scores and value sums
+        return blocked_sums(model, X, Y, weights, precision, values)
     dtype = PRECISIONS[precision]
     n, d = X.shape
     q = np.ascontiguousarray((LOG2E * model.beta) * (X @ model.B), dtype=dtype)
