@@ -42,6 +42,15 @@ class Particles(Method):
             return "at beta = inf the zero-temperature field runs on the CPU"
         return super().unused(section, key, config)
 
+    @classmethod
+    def check(cls, config):
+        solver = config.solver
+        if solver.backend == "cuda" and solver.kernel != "exact":
+            from ..config import ConfigError
+
+            raise ConfigError(config.source, "solver.backend",
+                              f"\"cuda\" runs solver.kernel = \"exact\" only, got solver.kernel = {solver.kernel!r}")
+
     def __init__(self, config):
         super().__init__(config)
         self.solver = self._make_solver(config)
