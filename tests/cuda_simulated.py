@@ -153,3 +153,10 @@ def test_the_benchmark_script_runs_on_the_simulator():
     proc = subprocess.run([sys.executable, str(script), "--simulator"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "pairs/s" in proc.stdout and "rk4" in proc.stdout
+
+
+def test_a_dimension_whose_source_does_not_fit_in_shared_memory_is_refused(monkeypatch):
+    monkeypatch.setattr(cuda_backend, "SHARED_LIMIT", 100)  # 48 KiB on a GPU: d <= 3071 in float64
+    with pytest.raises(ValueError, match=r"d <= 5 in float64, got d = 8"):
+        make_attention(mfpde.Model(d=8), backend="cuda")
+    make_attention(mfpde.Model(d=5), backend="cuda")

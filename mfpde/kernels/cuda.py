@@ -54,6 +54,8 @@ def simulated() -> bool:
 THREADS = 32 if simulated() else 128
 #: Shared memory one block's source tile may use (bytes; below the 48 KiB static limit).
 SHARED_BYTES = 40 * 1024
+#: The static shared-memory limit of a block: one source (2 d + 1 values) must fit in it.
+SHARED_LIMIT = 48 * 1024
 
 _NEG_INF = -math.inf
 
@@ -113,6 +115,11 @@ class CudaExact(Attention):
 
     def __init__(self, model, tolerance: float = 1e-12, precision: str = "float64"):
         _require_device()
+        itemsize = np.dtype(PRECISIONS[precision]).itemsize
+        if (2 * model.d + 1) * itemsize > SHARED_LIMIT:
+            largest = (SHARED_LIMIT // itemsize - 1) // 2
+            raise ValueError(f"the cuda kernel holds a source's point and value in shared memory: "
+                             f"d <= {largest} in {precision}, got d = {model.d}")
         super().__init__(model, tolerance=tolerance, precision=precision)
 
     def kernel_sums(self, q, Y, VY, log2m):
