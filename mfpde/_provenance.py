@@ -3,7 +3,9 @@
 A run file stores its resolved config (``Config.to_dict()``) as JSON.  Whether a stored run
 may be reused (a study's finished run) or continued (``--resume``) is decided by comparing
 canonical forms: JSON with sorted keys, no whitespace, finite numbers only.  Keys that say
-where a result is written, not what is computed, are left out of the comparison.
+where a result is written or computed, not what is computed, are left out of the comparison:
+``output.path`` and ``solver.backend`` (the CPU and GPU kernels agree to 1e-12; a run
+started on a GPU may be resumed on a CPU; the file's ``backend`` attribute says which ran).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import copy
 import hashlib
 import json
 
-#: Dotted keys that do not change any computed number (left out of comparisons and digests).
-LOCATION_KEYS = ("output.path",)
+#: Dotted keys that say where, not what (left out of comparisons and digests).
+LOCATION_KEYS = ("output.path", "solver.backend")
 
 
 def comparable(config_dict: dict, ignore=LOCATION_KEYS) -> dict:

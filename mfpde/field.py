@@ -73,8 +73,9 @@ def velocity(
         (running sums and the result stay float64).  ``float32`` is about 2x faster;
         its error is <= 4e-7 (1 + beta ||B||_2) relative to max |field| (docs/methods.md).
     backend : str
-        Where the kernel runs: "numba" (default), "numpy" (the dense reference) or any
-        backend registered with ``mfpde.kernels.register_kernel``.
+        Where the kernel runs: "numba" (default), "numpy" (the dense reference), "cuda"
+        (numba.cuda on an NVIDIA GPU, exact kernel) or any backend registered with
+        ``mfpde.kernels.register_kernel``.
 
     Returns
     -------

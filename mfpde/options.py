@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 SAMPLINGS = ("quantile", "random")
+#: ``solver.backend`` values -> the kernel registry's backend names (docs/methods.md).
+BACKENDS = {"cpu": "numba", "cuda": "cuda"}
 GROUNDS = ("geodesic", "chordal")
 W_METHODS = ("auto", "exact", "circle", "two_atom", "sparse", "sliced")
 
@@ -223,7 +225,8 @@ class SolverOptions(_Section):
     (fixed step <= dt, each step followed by the retraction x -> x/|x|) | ``rk45``
     (Dormand-Prince with error control by rtol, atol; dt is the first trial step).
     kernel: ``exact`` | ``truncated`` (drops sources whose relative weight is below
-    ``tolerance``).  cfl and cells apply to the mesh methods.
+    ``tolerance``).  cfl and cells apply to the mesh methods.  backend: ``cpu`` (the
+    numba kernels) | ``cuda`` (numba.cuda on an NVIDIA GPU; particles only).
     """
 
     method: str = "particles"
@@ -236,12 +239,14 @@ class SolverOptions(_Section):
     tolerance: float = 1e-12
     rtol: float = 1e-6
     atol: float = 1e-9
+    backend: str = "cpu"
 
     def __post_init__(self):
         s = "solver"
         _choice(s, "method", self.method, _methods())
         _choice(s, "integrator", self.integrator, _integrators())
         _choice(s, "kernel", self.kernel, _kernels())
+        _choice(s, "backend", self.backend, tuple(BACKENDS))
         for key in ("dt", "cfl", "t_end", "rtol", "atol"):
             _positive(s, key, getattr(self, key))
         _positive(s, "cells", self.cells, integer=True)

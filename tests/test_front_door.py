@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import mfpde
 from mfpde.cli import main
 from mfpde.config import SECTIONS, ConfigError, load_config
+from mfpde.kernels.cuda import device_problem
 
 BASE = """\
 [model]
@@ -177,6 +178,7 @@ def _trial(section, key, method, d, files):
         "solver.tolerance": ({"model.beta": 10.0, **truncated}, {"solver.tolerance": 0.5}, d),
         "solver.rtol": ({**rk45, "solver.atol": 1e-15} if rk45 else {}, {"solver.rtol": 1e-13}, d),
         "solver.atol": ({**rk45, "solver.rtol": 1e-14} if rk45 else {}, {"solver.atol": 1e-15}, d),
+        "solver.backend": ({}, {"solver.backend": "cuda"}, d),
         "output.path": ({}, {"output.path": "elsewhere.h5"}, d),
         "output.save_every": ({}, {"output.save_every": 0.01}, d),
         "output.diagnostics": ({}, {"output.diagnostics": ["mass", "energy"]}, d),
@@ -271,6 +273,14 @@ def test_every_method_key_pair(tmp_path, monkeypatch):
                     os.remove("trial.h5")
                 try:
                     trial = load_config(_config(method, d, {"output.path": "trial.h5", **extras, **changes}))
+                    if (section, key) == ("solver", "backend") and method == "particles" and device_problem():
+                        # where, not what: without a GPU building the cuda kernel says so in one line
+                        # (tests/test_cuda_backend.py runs it under the simulator against the CPU)
+                        with pytest.raises(ValueError, match="needs an NVIDIA GPU") as no_gpu:
+                            mfpde.run(trial, force=True)
+                        assert "\n" not in str(no_gpu.value), where
+                        walked += 1
+                        continue
                     mfpde.run(trial, force=True)
                 except ConfigError as err:
                     text = str(err)
@@ -286,6 +296,10 @@ def test_every_method_key_pair(tmp_path, monkeypatch):
                 if (section, key) == ("output", "path"):
                     assert os.path.exists("elsewhere.h5") and not os.path.exists("trial.h5"), where
                     os.remove("elsewhere.h5")
+                elif (section, key) == ("solver", "backend"):  # on a GPU: the same run, to rounding
+                    stored = _stored("trial.h5")
+                    for name, value in bases[base_key].items():
+                        np.testing.assert_allclose(stored[name], value, rtol=1e-10, atol=1e-12, err_msg=where)
                 else:
                     assert _differs(bases[base_key], _stored("trial.h5")), f"{where} changed nothing"
                 walked += 1
@@ -304,6 +318,7 @@ EXPECTED_REFUSALS = [
     "fv d=3 initial.n", "fv d=3 initial.seed",
     "fv d=3 solver.integrator", "fv d=3 solver.rtol", "fv d=3 solver.atol",
     "fv d=2 model.zero_temperature", "fv d=3 model.zero_temperature", "pic d=2 model.zero_temperature",
+    "pic d=2 solver.backend", "fv d=2 solver.backend", "fv d=3 solver.backend",
 ]
 
 

@@ -60,7 +60,7 @@ def _short(exc) -> str:
 
 
 #: Provenance attributes a writer may be given (``RunWriter(provenance=...)``), each a string.
-PROVENANCE_KEYS = ("method", "integrator", "kernel", "kernel_used", "precision")
+PROVENANCE_KEYS = ("method", "integrator", "kernel", "kernel_used", "precision", "backend")
 
 
 def _check_provenance(provenance) -> dict:

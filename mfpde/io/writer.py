@@ -95,7 +95,7 @@ class RunWriter(_ManagedFile):
         Filter for the snapshot datasets (gzip at level 4 by default).
     provenance : dict, optional
         String attributes recording how the run was computed (keys ``PROVENANCE_KEYS``:
-        method, integrator, kernel, kernel_used, precision).  ``config_sha256`` is always
+        method, integrator, kernel, kernel_used, precision, backend).  ``config_sha256`` is always
         stored (for a dict config).
     state : StateKind, optional
         The kind of state the run stores (``mfpde.methods.POSITIONS`` or ``MASS``, a method's
@@ -237,7 +237,7 @@ class RunWriter(_ManagedFile):
 
     @property
     def provenance(self) -> dict:
-        """The provenance attributes of the file (method, integrator, kernel, kernel_used, precision)."""
+        """The provenance attributes of the file (method, integrator, kernel, kernel_used, precision, backend)."""
         return {k: _attr_str(self.file.attrs[k]) for k in PROVENANCE_KEYS if k in self.file.attrs}
 
     def set_provenance(self, key: str, value: str) -> None:

@@ -17,7 +17,8 @@ the model's normalization:
 Registered implementations (backend, kernel): numba exact (``attention``), numba truncated
 (``truncated``, large beta), numba hardmax (beta = inf), numpy exact (``reference``, the
 dense reference the numba kernels are tested against), numpy continuum (beta = inf) and
-numpy fft (``fft_circle``, sources at the cells of a circle mesh).  ``fastexp`` holds the
+numpy fft (``fft_circle``, sources at the cells of a circle mesh) and cuda exact (``cuda``,
+numba.cuda on an NVIDIA GPU; building it without one raises ``ValueError``).  ``fastexp`` holds the
 vectorized exponential; ``_tile`` the fused tile pass both numba kernels share.
 ``attention_average``, ``exact_sums`` and ``log_partition`` are the functional forms.
 """
@@ -34,6 +35,7 @@ from .attention import HARDMAX_TIE_ULPS, SHIFT_UNDERFLOW, exact_sums
 from . import truncated as truncated  # noqa: F401  (registers the truncated kernel)
 from . import reference as reference  # noqa: F401  (registers the NumPy kernels)
 from . import fft_circle as fft_circle  # noqa: F401  (registers the circle FFT)
+from . import cuda as cuda  # noqa: F401  (registers the numba.cuda exact kernel; needs a GPU only when built)
 
 __all__ = ["make_attention", "Attention", "register_kernel", "unregister_kernel", "registered", "backends",
            "kernels", "attention_average", "exact_sums", "log_partition", "finish", "LOG2E", "LOG_FLOAT_MAX", "KERNELS",

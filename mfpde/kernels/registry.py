@@ -26,6 +26,7 @@ from typing import Any, Callable
 from numpy.typing import ArrayLike
 
 from .._masses import check_masses
+from ..options import BACKENDS
 from ..model import Model
 from ..sphere import tangent_projection
 from ._base import LOG2E, PRECISIONS, continuum_average, finish, log2_masses
@@ -214,15 +215,17 @@ def make_attention(model: Model, kernel: Any = "exact", tolerance: float = 1e-12
         "truncated" (numba: large beta, drops sources of relative weight below
         ``tolerance``), "fft" (numpy: sources at the cells of a ``CircleMesh`` passed as
         ``mesh=``, B = a I + b J).  An object with a ``kernel`` attribute (``SolverOptions``)
-        supplies kernel, tolerance and, where it has them, precision and backend.
+        supplies kernel, tolerance and, where it has them, precision and backend
+        (``solver.backend``: "cpu" is the numba backend, "cuda" the numba.cuda one).
         Ignored at beta = inf (the model's ``zero_temperature`` field runs).
     tolerance : float in [0, 1)
         Relative weight below which the truncated kernel may drop a source.
     precision : "float64" or "float32" (exact kernel only)
         Working precision of the scores, exponentials and per-tile sums.
     backend : str
-        "numba" (default) or "numpy" (the dense reference; beta = inf continuum field),
-        or any registered with :func:`register_kernel`.  Other keyword arguments go to
+        "numba" (default), "numpy" (the dense reference; beta = inf continuum field),
+        "cuda" (numba.cuda exact kernel; ``ValueError`` without an NVIDIA GPU), or any
+        registered with :func:`register_kernel`.  Other keyword arguments go to
         the implementation (``mesh=`` for "fft").
 
     Returns
@@ -241,6 +244,7 @@ def make_attention(model: Model, kernel: Any = "exact", tolerance: float = 1e-12
         tolerance = getattr(opts, "tolerance", tolerance)
         precision = getattr(opts, "precision", precision)
         backend = getattr(opts, "backend", backend)
+        backend = BACKENDS.get(backend, backend) if isinstance(backend, str) else backend
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mfpde.Model, got {type(model).__name__}")
     if backend not in backends():

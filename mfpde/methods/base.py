@@ -60,6 +60,8 @@ class Method:
         and ``solver.integrator``, ``rtol`` and ``atol`` must stay at their defaults.
     integrator_name : str
         Stored as the file's ``integrator`` attribute when ``integrators`` is None.
+    backends : tuple of str
+        The ``solver.backend`` values it runs on; any other must stay at its default "cpu".
 
     Instances are built from a validated config (``Method(config)``); building one makes
     no file and reads none.
@@ -69,6 +71,7 @@ class Method:
     state: ClassVar[StateKind] = POSITIONS
     integrators: ClassVar[tuple[str, ...] | None] = None
     integrator_name: ClassVar[str] = ""
+    backends: ClassVar[tuple[str, ...]] = ("cpu",)
 
     # -- rules (class level: called while a config is validated)
 
@@ -95,6 +98,8 @@ class Method:
             return f"{cls.name} always steps with {cls.integrator_name or 'its own scheme'}"
         if key in ("rtol", "atol") and solver.integrator != "rk45":
             return "it controls solver.integrator = \"rk45\" only"
+        if key == "backend" and solver.backend not in cls.backends:
+            return f"{cls.name} runs on the CPU only (solver.backend = \"cuda\" takes effect for particles)"
         return None
 
     @classmethod
@@ -153,11 +158,12 @@ class Method:
         raise NotImplementedError
 
     def provenance(self) -> dict:
-        """The file attributes saying how the run is computed: method, integrator, kernel, precision."""
+        """The file attributes saying how the run is computed: method, integrator, kernel, precision,
+        backend (``solver.backend``: "cpu" or "cuda")."""
         solver = self.config.solver
         integrator = solver.integrator if self.integrators is not None else self.integrator_name
         return {"method": self.name, "integrator": integrator, "kernel": solver.kernel, "precision": "float64",
-                "kernel_used": solver.kernel}
+                "kernel_used": solver.kernel, "backend": solver.backend}
 
 
 _REGISTRY: dict[str, type[Method]] = {}

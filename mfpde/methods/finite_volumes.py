@@ -58,6 +58,8 @@ class FiniteVolumes(Method):
             return "finite volumes on the circle compute the exact field (FFT or direct sums)"
         if section == "solver" and key == "tolerance" and config.solver.kernel != "truncated":
             return "it is the threshold of solver.kernel = \"truncated\" only"
+        if section == "solver" and key == "backend":
+            return "finite volumes run on the CPU only (solver.backend = \"cuda\" takes effect for particles)"
         return None
 
     @classmethod

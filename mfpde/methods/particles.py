@@ -28,6 +28,7 @@ class Particles(Method):
     name = "particles"
     state = POSITIONS
     integrators = INTEGRATORS
+    backends = ("cpu", "cuda")
 
     @classmethod
     def unused(cls, section, key, config):
@@ -37,7 +38,18 @@ class Particles(Method):
             return "particles use no mesh"
         if section == "solver" and key == "tolerance" and config.solver.kernel != "truncated":
             return "it is the threshold of solver.kernel = \"truncated\" only"
+        if section == "solver" and key == "backend" and config.model.is_zero_temperature:
+            return "at beta = inf the zero-temperature field runs on the CPU"
         return super().unused(section, key, config)
+
+    @classmethod
+    def check(cls, config):
+        solver = config.solver
+        if solver.backend == "cuda" and solver.kernel != "exact":
+            from ..config import ConfigError
+
+            raise ConfigError(config.source, "solver.backend",
+                              f"\"cuda\" runs solver.kernel = \"exact\" only, got solver.kernel = {solver.kernel!r}")
 
     def __init__(self, config):
         super().__init__(config)
@@ -74,6 +86,12 @@ class Particles(Method):
     def snapshots(self, positions, times, t0=0.0, on_step=None):
         return self.solver.snapshots(positions, self.weights, times, t0=t0, on_step=on_step)
 
+    def provenance(self):
+        out = super().provenance()
+        out["backend"] = "cuda" if getattr(self.solver, "attention", None) is not None and \
+            self.solver.attention.backend == "cuda" else "cpu"
+        return out
+
 
 @register_method
 class ParticleInCell(Particles):
@@ -81,6 +99,7 @@ class ParticleInCell(Particles):
     stored like particles plus the mesh in ``/grid``."""
 
     name = "pic"
+    backends = ("cpu",)
 
     @classmethod
     def check(cls, config):

@@ -3,7 +3,9 @@
     dx_i/dt = X_beta[mu_t](x_i),   mu_t = sum_j m_j delta_{x_j(t)}
 
 integrated by euler / heun / rk4 (fixed step <= dt, each followed by the retraction) or
-rk45 (adaptive Dormand-Prince).  The solver yields the state at requested times; it
+rk45 (adaptive Dormand-Prince).  With ``solver.backend = "cuda"`` the fixed-step methods
+keep the positions on the GPU between steps (``mfpde.kernels.cuda.DeviceStepper``) and copy
+them back at the requested times only; rk45 steps on the host with the GPU field.  The solver yields the state at requested times; it
 neither reads files nor prints (the runner and the CLI do).
 """
 
@@ -19,7 +21,7 @@ from ..options import SolverOptions
 from ..sphere import retract
 from ..kernels import make_attention
 from ._stepping import check_times, snapshot_loop
-from .integrators import DormandPrince, fixed_step
+from .integrators import FIXED_STEP, DormandPrince, fixed_step
 
 __all__ = ["ParticleSolver"]
 
@@ -71,16 +73,48 @@ class ParticleSolver:
             raise ValueError(f"positions must have shape (N, {self.model.d}), got {x.shape}")
         if np.abs(np.linalg.norm(x, axis=1) - 1.0).max() > 1e-12:
             x = retract(x)  # unit rows are kept bit for bit: a resumed run repeats exactly
-        f = self.field(np.asarray(weights, dtype=np.float64))
+        weights = np.asarray(weights, dtype=np.float64)
+        stepper = self._device_stepper(weights)
+        if stepper is not None:
+            yield from self._device_snapshots(stepper, x, times, t0, on_step)
+            return
+        f = self.field(weights)
         yield from snapshot_loop(x, times, t0, lambda x, t, t_out: self._advance(f, x, t, t_out, on_step))
+
+    def _device_stepper(self, weights):
+        """The device-resident stepper of a GPU kernel for a fixed-step method, or None."""
+        make = getattr(self.attention, "device_stepper", None)
+        if make is None or self.options.integrator not in FIXED_STEP or self.attention.precision != "float64":
+            return None
+        return make(weights)
+
+    def _device_snapshots(self, stepper, x, times, t0, on_step):
+        """``snapshot_loop`` with the positions on the device: the same steps, a copy back per requested time."""
+        X = stepper.upload(x)
+        t = float(t0)
+        name = self.options.integrator
+        for t_out in times:
+            if t_out > t:
+                n_steps, h = self._fixed_steps(t, float(t_out))
+                for k in range(1, n_steps + 1):
+                    stepper.step(name, X, h)
+                    self.n_field_evaluations += stepper.STAGES[name]
+                    if on_step is not None:
+                        on_step(t + k * h if k < n_steps else float(t_out))
+                t = float(t_out)
+            yield t, stepper.download(X)
+
+    def _fixed_steps(self, t, t_out):
+        """(n, h): n = ceil(interval / dt) equal steps covering [t, t_out]."""
+        interval = t_out - t
+        n_steps = max(1, math.ceil(interval / self.options.dt * (1 - 1e-12)))
+        return n_steps, interval / n_steps
 
     def _advance(self, f, x, t, t_out, on_step):
         opts = self.options
-        interval = t_out - t
         if opts.integrator == "rk45":
             return self._advance_adaptive(f, x, t, t_out, on_step)
-        n_steps = max(1, math.ceil(interval / opts.dt * (1 - 1e-12)))
-        h = interval / n_steps
+        n_steps, h = self._fixed_steps(t, t_out)
         for k in range(1, n_steps + 1):
             x = fixed_step(opts.integrator, f, x, h)
             if on_step is not None:
