@@ -2,10 +2,11 @@
 
 A run file stores its resolved config (``Config.to_dict()``) as JSON.  Whether a stored run
 may be reused (a study's finished run) or continued (``--resume``) is decided by comparing
-canonical forms: JSON with sorted keys, no whitespace, finite numbers only.  Keys that say
-where a result is written or computed, not what is computed, are left out of the comparison:
-``output.path`` and ``solver.backend`` (the CPU and GPU kernels agree to 1e-12; a run
-started on a GPU may be resumed on a CPU; the file's ``backend`` attribute says which ran).
+canonical forms: JSON with sorted keys, no whitespace, finite numbers only.  ``output.path``
+(where a result is written, not what is computed) is left out of the comparison.  A key
+added to the config after files were written is left out at its default, the value every
+older file was computed with (``solver.backend = "cpu"``), so older files keep their digests
+while a run on another backend (different rounding) is a different config.
 """
 
 from __future__ import annotations
@@ -15,21 +16,25 @@ import hashlib
 import json
 
 #: Dotted keys that say where, not what (left out of comparisons and digests).
-LOCATION_KEYS = ("output.path", "solver.backend")
+LOCATION_KEYS = ("output.path",)
+#: Keys added after the first file format, with the default every older file was computed with:
+#: left out of comparisons and digests at that value.
+LATER_KEYS = {"solver.backend": "cpu"}
 
 
 def comparable(config_dict: dict, ignore=LOCATION_KEYS) -> dict:
-    """A deep copy of a resolved config dict without the dotted keys in ``ignore``."""
+    """A deep copy of a resolved config dict without the dotted keys in ``ignore``, and without
+    the keys of ``LATER_KEYS`` at their default."""
     out = copy.deepcopy(config_dict)
-    for key in ignore:
+    for key in (*ignore, *LATER_KEYS):
         *parents, last = key.split(".")
         node = out
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
             if node is None:
                 break
-        if isinstance(node, dict):
-            node.pop(last, None)
+        if isinstance(node, dict) and last in node and (key in ignore or node[last] == LATER_KEYS[key]):
+            node.pop(last)
     return out
 
 

@@ -17,3 +17,16 @@ def test_digest_sees_every_value_change():
     assert differing_keys(a, b) == ["model.V"]
     assert differing_keys(a, c) == ["initial.n"]
     assert differing_keys(a, {"model": a["model"]}) == ["initial"]
+
+
+def test_a_later_key_at_its_default_keeps_older_digests_and_another_backend_differs():
+    from mfpde._provenance import config_digest, differing_keys
+    from mfpde.config import load_config
+
+    new = load_config({"model": {"d": 3}}).to_dict()
+    assert new["solver"]["backend"] == "cpu"
+    old = {**new, "solver": {k: v for k, v in new["solver"].items() if k != "backend"}}  # a file from before the key
+    assert config_digest(old) == config_digest(new) and differing_keys(old, new) == []
+    gpu = {**new, "solver": {**new["solver"], "backend": "cuda"}}
+    assert config_digest(gpu) != config_digest(new)
+    assert differing_keys(gpu, new) == ["solver.backend"] and differing_keys(gpu, old) == ["solver.backend"]
