@@ -102,7 +102,6 @@ def circle_attention_sums_direct(beta_r: float, alpha: float, masses) -> tuple[n
     """The same sums by the O(M^2) direct double sum (NumPy reference of the FFT path)."""
     masses = np.ascontiguousarray(masses, dtype=np.float64)
     M = masses.shape[0]
-    dx = 2.0 * math.pi / M
     n = (np.arange(M)[:, None] - np.arange(M)[None, :]) % M
     K = _kernel(beta_r, alpha, M)[n]  # K[i, j] = k_{(i - j) mod M}
     return _weighted(masses) @ K.T, float(beta_r)

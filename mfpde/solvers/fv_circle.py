@@ -23,7 +23,6 @@ One step (docs/methods.md, "Finite volumes on the circle"):
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -42,7 +41,6 @@ LIMITERS = ("mc", "minmod")
 FIELD_PATHS = ("auto", "fft", "direct")
 #: The largest CFL number for which each Euler stage of SSP-RK3 + MUSCL keeps masses >= 0.
 MAX_CFL = 0.5
-LOG_FLOAT_MAX = math.log(np.finfo(np.float64).max)
 
 
 def limited_slopes(rho: np.ndarray, limiter: str = "mc") -> np.ndarray:
