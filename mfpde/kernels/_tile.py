@@ -127,6 +127,20 @@ def fused_shifted_pass(q0, q1, q2, q3, u0, u1, u2, u3, Y, V, L, start, count, D,
 
 
 @jit_inline
+def raise_running_max(r, tile_max, run_max, total, acc, dv):
+    """The online log-sum-exp step of target r: where a tile's maximum ``tile_max`` exceeds
+    its running maximum, the running sums total[r] and acc[r, :dv] are rescaled by
+    2^(old - new) and the maximum is raised (float64; the scale is 0 on the first massive
+    tile, whose old maximum is -inf).  Shared by the online pass and ``blocked``."""
+    if tile_max > run_max[r]:
+        scale = np.exp2(run_max[r] - tile_max)
+        total[r] *= scale
+        for k in range(dv):
+            acc[r, k] *= scale
+        run_max[r] = tile_max
+
+
+@jit_inline
 def online_tile_pass(q0, q1, q2, q3, Y, V, L, start, count, D, DV, IS64, FUSED, zero, s, cast, acc, total,
                      run_max):
     """One tile of the online log-sum-exp for four targets (sources [start, start + count),
@@ -190,12 +204,7 @@ def online_tile_pass(q0, q1, q2, q3, Y, V, L, start, count, D, DV, IS64, FUSED, 
         m3 = maxnum(m3, s[3, j])
     for r in range(4):
         tile_max = np.float64(m0 if r == 0 else (m1 if r == 1 else (m2 if r == 2 else m3)))
-        if tile_max > run_max[r]:
-            scale = np.exp2(run_max[r] - tile_max)  # 0 on the first massive tile
-            total[r] *= scale
-            for k in range(DV):
-                acc[r, k] *= scale
-            run_max[r] = tile_max
+        raise_running_max(r, tile_max, run_max, total, acc, DV)
         if run_max[r] == -np.inf:
             continue  # only massless sources so far: nothing to add
         cast[0] = run_max[r]

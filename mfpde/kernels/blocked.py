@@ -63,6 +63,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit_parallel
+from ._tile import raise_running_max
 from ._base import LOG2E, PRECISIONS
 from .fastexp import exp2_32, exp2_64, maxnum
 
@@ -130,12 +131,7 @@ def make_blocked_sums(precision, tn, tm):
                         for jj in range(TM):
                             m = maxnum(m, s[r, jj])
                     tile_max = np.float64(m)
-                    if tile_max > run_max[r]:
-                        scale = np.exp2(run_max[r] - tile_max)  # 0 on the first massive tile
-                        total[r] *= scale
-                        for k in range(dv):
-                            acc[r, k] *= scale
-                        run_max[r] = tile_max
+                    raise_running_max(r, tile_max, run_max, total, acc, dv)
                     if run_max[r] == -np.inf:
                         for jj in range(TM):  # only massless sources so far: add nothing
                             s[r, jj] = 0.0
