@@ -145,11 +145,12 @@ def run(
     Result
         The :class:`~mfpde.io.Result` of the written file, read back.
     """
-    if not isinstance(config, Config) or overrides:
+    if isinstance(config, Config) and not overrides:
+        check_method(config)  # built in Python: the loader's method rules have not run on it
+    else:
         config = load_config(config, overrides)
     if output is not None:
         config = config.replace(output=config.output.replace(path=os.fspath(output)))
-    check_method(config)  # a Config built by hand has not been through the loader
     method_class = get_method(config.solver.method)
     times = snapshot_times(config.solver.t_end, config.output.save_every)
     path = config.output.path

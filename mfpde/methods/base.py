@@ -166,6 +166,17 @@ class Method:
                 "kernel_used": solver.kernel, "backend": solver.backend}
 
 
+def check_solver_options(config, solver_class) -> None:
+    """``solver_class.check_options(model, solver options)`` (the solver's own rules, raising
+    ``ValueError("solver.cfl must be ...")``) as the config's one-line ``ConfigError``."""
+    from ..config import _wrap
+
+    try:
+        solver_class.check_options(config.model, config.solver)
+    except ValueError as exc:
+        raise _wrap(config.source, exc, "solver.method") from None
+
+
 _REGISTRY: dict[str, type[Method]] = {}
 
 

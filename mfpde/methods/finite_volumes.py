@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..initial import initial_cell_masses
-from .base import MASS, Method, register_method
+from .base import MASS, Method, check_solver_options, register_method
 
 __all__ = ["FiniteVolumes"]
 
@@ -35,16 +35,13 @@ class FiniteVolumes(Method):
 
     @classmethod
     def check(cls, config):
-        from ..config import ConfigError, _wrap
+        from ..config import ConfigError
 
         d = config.model.d
         if d not in _SOLVERS:
             raise ConfigError(config.source, "solver.method",
                               f"'fv' is implemented for d = 2 (the circle) and d = 3 (S^2), got d = {d}")
-        try:
-            _solver_class(d).check_options(config.model, config.solver)
-        except ValueError as exc:
-            raise _wrap(config.source, exc, "solver.method") from None
+        check_solver_options(config, _solver_class(d))
 
     @classmethod
     def unused(cls, section, key, config):
@@ -58,9 +55,7 @@ class FiniteVolumes(Method):
             return "finite volumes on the circle compute the exact field (FFT or direct sums)"
         if section == "solver" and key == "tolerance" and config.solver.kernel != "truncated":
             return "it is the threshold of solver.kernel = \"truncated\" only"
-        if section == "solver" and key == "backend":
-            return "finite volumes run on the CPU only (solver.backend = \"cuda\" takes effect for particles)"
-        return None
+        return super().unused(section, key, config)
 
     @classmethod
     def describe(cls, config):

@@ -10,15 +10,9 @@ import numpy as np
 
 from ..initial import initial_measure
 from ..solvers.integrators import INTEGRATORS
-from .base import POSITIONS, Method, register_method
+from .base import POSITIONS, Method, check_solver_options, register_method
 
 __all__ = ["Particles", "ParticleInCell"]
-
-
-def _config_error(config, exc: ValueError):
-    from ..config import _wrap
-
-    return _wrap(config.source, exc, "solver.method")
 
 
 @register_method
@@ -105,10 +99,7 @@ class ParticleInCell(Particles):
     def check(cls, config):
         from ..solvers import PICSolver
 
-        try:
-            PICSolver.check_options(config.model, config.solver)
-        except ValueError as exc:
-            raise _config_error(config, exc) from None
+        check_solver_options(config, PICSolver)
 
     @classmethod
     def state_size(cls, config):
