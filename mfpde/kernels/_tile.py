@@ -28,6 +28,28 @@ __all__ = ["fused_shifted_pass", "online_tile_pass"]
 
 
 @jit_inline
+def scores4(q0, q1, q2, q3, b0, b1, b2, b3, y0, y1, y2, Y, col, D):
+    """b_r + <q_r, y> for four targets r at one source y: coordinates y0, y1, y2 (y2 read only
+    when D > 2) and Y[3:D, col], in the working precision.  Both tile passes score with it."""
+    s0 = b0 + q0[0] * y0 + q0[1] * y1
+    s1 = b1 + q1[0] * y0 + q1[1] * y1
+    s2 = b2 + q2[0] * y0 + q2[1] * y1
+    s3 = b3 + q3[0] * y0 + q3[1] * y1
+    if D > 2:
+        s0 += q0[2] * y2
+        s1 += q1[2] * y2
+        s2 += q2[2] * y2
+        s3 += q3[2] * y2
+    for k in range(3, D):
+        y = Y[k, col]
+        s0 += q0[k] * y
+        s1 += q1[k] * y
+        s2 += q2[k] * y
+        s3 += q3[k] * y
+    return s0, s1, s2, s3
+
+
+@jit_inline
 def fused_shifted_pass(q0, q1, q2, q3, u0, u1, u2, u3, Y, V, L, start, count, D, DV, IS64, zero, acc):
     """Add the shifted weighted sums of sources [start, start + count) to acc (4, 4) (module
     docstring).  q0..q3: query rows (D,), u0..u3: shifts, Y (D, .), V (>= max(DV, 1), .),
@@ -58,24 +80,8 @@ def fused_shifted_pass(q0, q1, q2, q3, u0, u1, u2, u3, Y, V, L, start, count, D,
     a32 = zero
     for j in range(count):
         lj = lr[j]
-        y0 = y0r[j]
-        y1 = y1r[j]
-        s0 = lj - u0 + q0[0] * y0 + q0[1] * y1
-        s1 = lj - u1 + q1[0] * y0 + q1[1] * y1
-        s2 = lj - u2 + q2[0] * y0 + q2[1] * y1
-        s3 = lj - u3 + q3[0] * y0 + q3[1] * y1
-        if D > 2:
-            y2 = y2r[j]
-            s0 += q0[2] * y2
-            s1 += q1[2] * y2
-            s2 += q2[2] * y2
-            s3 += q3[2] * y2
-        for k in range(3, D):
-            y = Y[k, start + j]
-            s0 += q0[k] * y
-            s1 += q1[k] * y
-            s2 += q2[k] * y
-            s3 += q3[k] * y
+        s0, s1, s2, s3 = scores4(q0, q1, q2, q3, lj - u0, lj - u1, lj - u2, lj - u3,
+                                 y0r[j], y1r[j], y2r[j], Y, start + j, D)
         if IS64:
             e0 = exp2_64(s0)
             e1 = exp2_64(s1)
@@ -169,24 +175,7 @@ def online_tile_pass(q0, q1, q2, q3, Y, V, L, start, count, D, DV, IS64, FUSED, 
     # 1. scores of the tile for the four targets
     for j in range(count):
         lj = lr[j]
-        y0 = y0r[j]
-        y1 = y1r[j]
-        s0 = lj + q0[0] * y0 + q0[1] * y1
-        s1 = lj + q1[0] * y0 + q1[1] * y1
-        s2 = lj + q2[0] * y0 + q2[1] * y1
-        s3 = lj + q3[0] * y0 + q3[1] * y1
-        if D > 2:
-            y2 = y2r[j]
-            s0 += q0[2] * y2
-            s1 += q1[2] * y2
-            s2 += q2[2] * y2
-            s3 += q3[2] * y2
-        for k in range(3, D):
-            y = Y[k, start + j]
-            s0 += q0[k] * y
-            s1 += q1[k] * y
-            s2 += q2[k] * y
-            s3 += q3[k] * y
+        s0, s1, s2, s3 = scores4(q0, q1, q2, q3, lj, lj, lj, lj, y0r[j], y1r[j], y2r[j], Y, start + j, D)
         s[0, j] = s0
         s[1, j] = s1
         s[2, j] = s2
