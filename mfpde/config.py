@@ -857,7 +857,24 @@ def _build_study(data: dict, source: str, base: Path, overridden) -> StudyOption
             except ConfigError as err:
                 inner = f"{err.key}: {err.message}" if err.key and err.key != axis else err.message
                 raise ConfigError(source, f"study.sweep.{axis}[{i}]", inner) from None
+    _check_seed_sweep(study, data.get("initial", {}), source)
     return study
+
+
+def _check_seed_sweep(study: StudyOptions, initial: dict, source: str) -> None:
+    """Ensembles of S systems use the seeds seed .. seed + S - 1: swept seeds closer than S
+    would share systems (the runs would not be independent)."""
+    seeds = study.sweep.get("initial.seed")
+    if not seeds:
+        return
+    S = max(study.sweep.get("initial.systems", [initial.get("systems", 1)]))
+    ordered = sorted(set(seeds))
+    close = [(a, b) for a, b in zip(ordered, ordered[1:]) if b - a < S]
+    if S > 1 and close:
+        a, b = close[0]
+        raise ConfigError(source, "study.sweep.initial.seed",
+                          f"an ensemble of {S} systems draws system s with seed + s, so seeds {a} and {b} "
+                          f"would share systems; space the swept seeds by at least {S} (e.g. {a}, {a + S}, ...)")
 
 
 def _check_diagnostics(names, source: str, key: str):

@@ -51,6 +51,8 @@ __all__ = [
     "n_clusters",
     "fourier_modes",
     "circle_clusters",
+    "EnsembleContext",
+    "make_ensemble_context",
 ]
 
 
@@ -337,11 +339,18 @@ def circle_clusters(points: ArrayLike, weights: ArrayLike | None = None, *, gap:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """A registered diagnostic: the function, its unit, and whether it returns a vector."""
+    """A registered diagnostic: the function, its unit, and whether it returns a vector.
+
+    ``ensemble``: optionally, the same diagnostic for every system of an ensemble at once,
+    ``fn(points (S, n, d), weights (S, n), context) -> (S,)`` (the context of system 0:
+    only options shared by all systems may be read); without it ``evaluate`` calls ``fn``
+    once per system with that system's context.
+    """
 
     fn: Callable
     unit: str
     vector: bool = False
+    ensemble: Callable | None = None
 
     def __call__(self, points, weights, context):
         return self.fn(points, weights, context)
@@ -349,8 +358,8 @@ class Diagnostic:
 
 #: Every diagnostic accepted in ``output.diagnostics``, by name, with its unit.
 REGISTRY: dict[str, Diagnostic] = {
-    "mass": Diagnostic(mass, "1"),
-    "min_mass": Diagnostic(min_mass, "1"),
+    "mass": Diagnostic(mass, "1", ensemble=lambda X, w, context: np.sum(w, axis=-1)),
+    "min_mass": Diagnostic(min_mass, "1", ensemble=lambda X, w, context: np.min(w, axis=-1)),
     "energy": Diagnostic(energy, "1"),
     "w_to_limit": Diagnostic(w_to_limit, "rad"),
     "dist_to_subspace": Diagnostic(dist_to_subspace, "rad"),
@@ -382,8 +391,12 @@ def output_names(names: Iterable[str], context: DiagnosticContext) -> list:
 def evaluate(names: Iterable[str], points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> dict:
     """{name: float} for each requested diagnostic at the state (points, weights).
 
-    ``fourier_modes`` contributes ``fourier_mode_1`` .. ``fourier_mode_K``.
+    ``fourier_modes`` contributes ``fourier_mode_1`` .. ``fourier_mode_K``.  With an
+    :class:`EnsembleContext` (points (S, n, d), weights (S, n)) every value is an (S,)
+    array, one per system.
     """
+    if isinstance(context, EnsembleContext):
+        return _evaluate_ensemble(names, points, weights, context)
     points = np.asarray(points, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     if points.ndim != 2 or weights.shape != (len(points),):
@@ -396,4 +409,70 @@ def evaluate(names: Iterable[str], points: ArrayLike, weights: ArrayLike, contex
                 result[f"fourier_mode_{k}"] = float(v)
         else:
             result[name] = float(value)
+    return result
+
+
+# --------------------------------------------------------------------------- ensembles
+
+
+class EnsembleContext:
+    """The contexts of the S systems of an ensemble (build it with :func:`make_ensemble_context`).
+
+    ``contexts[s]`` is system s's :class:`DiagnosticContext` (its own Pi#rho_0); they share
+    one ``w_results`` list, so ``w_to_limit_attrs(ensemble_context)`` summarises every
+    system's W_p evaluations.  ``limit_points`` (S, L, d) and ``limit_weights`` (S, L): the
+    systems' limit measures, padded to the largest atom count L with atoms of weight 0 (at
+    the system's first atom, or e_1 when it has none).
+    """
+
+    def __init__(self, contexts):
+        self.contexts = list(contexts)
+        first = self.contexts[0]
+        self.model = first.model
+        self.wasserstein_options = first.wasserstein_options
+        self.w_results = first.w_results
+        for c in self.contexts[1:]:
+            object.__setattr__(c, "w_results", self.w_results)
+        S, d = len(self.contexts), self.model.d
+        L = max(1, max(len(c.limit_weights) for c in self.contexts))
+        self.limit_points = np.zeros((S, L, d))
+        self.limit_points[:, :, 0] = 1.0
+        self.limit_weights = np.zeros((S, L))
+        for s, c in enumerate(self.contexts):
+            k = len(c.limit_weights)
+            if k:
+                self.limit_points[s, :k] = c.limit_points
+                self.limit_points[s, k:] = c.limit_points[0]
+                self.limit_weights[s, :k] = c.limit_weights
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+
+def make_ensemble_context(model: Model, initial_points: ArrayLike, initial_weights: ArrayLike,
+                          wasserstein_options: WassersteinOptions | None = None, **options) -> EnsembleContext:
+    """:func:`make_context` for each system of an ensemble: initial points (S, n, d) and
+    weights (S, n); ``options`` as for ``make_context`` (the same for every system)."""
+    X = np.asarray(initial_points, dtype=np.float64)
+    W = np.asarray(initial_weights, dtype=np.float64)
+    if X.ndim != 3 or W.shape != X.shape[:-1]:
+        raise ValueError(f"expected points (S, n, d) and weights (S, n), got {X.shape} and {W.shape}")
+    return EnsembleContext(make_context(model, x, w, wasserstein_options, **options) for x, w in zip(X, W))
+
+
+def _evaluate_ensemble(names, points, weights, context: EnsembleContext) -> dict:
+    points = np.asarray(points, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    S = len(context)
+    if points.ndim != 3 or points.shape[0] != S or weights.shape != points.shape[:-1]:
+        raise ValueError(f"expected points ({S}, n, d) and weights ({S}, n), got {points.shape} and {weights.shape}")
+    result = {}
+    for name in validate_names(names):
+        diagnostic = REGISTRY[name]
+        if diagnostic.ensemble is not None:
+            result[name] = np.asarray(diagnostic.ensemble(points, weights, context.contexts[0]), dtype=np.float64)
+            continue
+        per_system = [evaluate((name,), points[s], weights[s], context.contexts[s]) for s in range(S)]
+        for key in per_system[0]:
+            result[key] = np.array([values[key] for values in per_system])
     return result

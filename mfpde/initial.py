@@ -26,6 +26,7 @@ weights summing to 1, deterministic given ``options.seed``:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -144,26 +145,32 @@ def _snapshot(options: InitialOptions, result, path: str) -> int:
 
 
 def _from_file(options: InitialOptions, d: int, opened=None):
-    """Points and weights of ``initial.path`` (``opened``: its ``_open_file``, if done already)."""
+    """Points and weights of ``initial.path`` (``opened``: its ``_open_file``, if done already):
+    (n, d) and (n,), or (S, n, d) and (S, n) for ``initial.systems`` = S > 1."""
     path, result = opened or _open_file(options)
+    S = options.systems
+    want = f"an (n, {d}) array" if S == 1 else f"an ({S}, n, {d}) array (initial.systems = {S})"
     if result is None:
         points = np.load(path)
-        if points.ndim != 2 or points.shape[1] != d:
-            raise ValueError(f"initial.path: {path} must hold an (n, {d}) array, got shape {points.shape}")
-        weights = np.full(len(points), 1.0 / len(points))
+        if points.ndim != (2 if S == 1 else 3) or points.shape[-1] != d or (S > 1 and points.shape[0] != S):
+            raise ValueError(f"initial.path: {path} must hold {want}, got shape {points.shape}")
+        weights = np.full(points.shape[:-1], 1.0 / points.shape[-2])
     else:
         if result.positions is None:
             raise ValueError(f"initial.path: {path} holds no particle positions")
+        if result.systems != S:
+            raise ValueError(f"initial.path: {path} holds {result.systems} system(s), initial.systems = {S}")
         points = result.positions[_snapshot(options, result, path)]
         weights = result.weights
-        if points.shape[1] != d:
-            raise ValueError(f"initial.path: {path} holds points in d = {points.shape[1]}, expected {d}")
+        if points.shape[-1] != d:
+            raise ValueError(f"initial.path: {path} holds points in d = {points.shape[-1]}, expected {d}")
     if not np.all(np.isfinite(points)):
         raise ValueError(f"initial.path: {path} holds non-finite points")
-    norms = np.linalg.norm(points, axis=1)
+    norms = np.linalg.norm(points, axis=-1)
     if np.any(np.abs(norms - 1.0) > 1e-6):
         raise ValueError(f"initial.path: {path} holds points off the unit sphere (|x| - 1 up to {np.abs(norms - 1).max():.2g})")
-    return retract(points), np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    weights = np.asarray(weights, dtype=np.float64)
+    return retract(points), weights / np.sum(weights, axis=-1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------- cell masses
@@ -439,6 +446,12 @@ class PerturbedUniform(InitialKind):
     name = "perturbed_uniform"
     circle_only = True
 
+    def check(self, options, d):
+        super().check(options, d)
+        if options.systems > 1 and options.sampling != "random":
+            raise ValueError("initial.sampling: an ensemble (initial.systems > 1) of perturbed_uniform needs "
+                             "sampling = \"random\" (the quantile points are the same in every system)")
+
     def _points(self, options, d):
         rng = np.random.default_rng(options.seed)
         n = options.n
@@ -571,8 +584,24 @@ def initial_kind(name: str) -> InitialKind:
 
 
 def initial_measure(options: InitialOptions, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Particles (positions (n, d), weights (n,)) for the [initial] options on S^{d-1}."""
-    return initial_kind(options.kind).points(options, d)
+    """Particles (positions (n, d), weights (n,)) for the [initial] options on S^{d-1}.
+
+    With ``initial.systems`` = S > 1, an ensemble: positions (S, n, d) and weights (S, n).
+    System s is drawn exactly as the single run with ``initial.seed = seed + s`` (the same
+    numbers bit for bit, whatever S is); ``kind = "file"`` reads an (S, n, d) array or an
+    ensemble file's snapshot.
+    """
+    kind = initial_kind(options.kind)
+    S = options.systems
+    if S == 1 or kind.name == "file":
+        return kind.points(options, d)
+    kind.check(options, d)
+    single = dataclasses.replace(options, systems=1)
+    points = np.empty((S, options.n, d))
+    weights = np.empty((S, options.n))
+    for s in range(S):
+        points[s], weights[s] = kind._points(dataclasses.replace(single, seed=options.seed + s), d)
+    return points, weights
 
 
 def initial_cell_masses(options: InitialOptions, edges: ArrayLike | SphereMesh) -> np.ndarray:

@@ -147,11 +147,15 @@ class InitialOptions(_Section):
         ``wrapped_normal_mixture`` (d = 2; means and sigmas in radians, weights);
         ``file`` (path: an mfpde HDF5 file or a .npy array of points; snapshot: index
         into the file's snapshots, default 0).
+    systems:
+        S >= 1 independent systems of n tokens (an ensemble, particles only): system s is
+        drawn exactly as a single run with ``seed = seed + s``; a ``file`` holds (S, n, d).
     """
 
     kind: str = "uniform"
     n: int = 1000
     seed: int = 0
+    systems: int = 1
     amplitude: float = 1e-3
     mode: int = 3
     phase: float = 0.0
@@ -167,6 +171,7 @@ class InitialOptions(_Section):
         s = "initial"
         _choice(s, "kind", self.kind, _initial_kinds())
         _positive(s, "n", self.n, integer=True)
+        _positive(s, "systems", self.systems, integer=True)
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"initial.seed must be an integer >= 0, got {self.seed!r}")
         if not _is_number(self.amplitude) or not math.isfinite(self.amplitude) or abs(self.amplitude) > 1:

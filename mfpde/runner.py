@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .config import Config, ConfigError, check_method, load_config
-from .diagnostics import evaluate, make_context, w_to_limit_attrs
+from .diagnostics import evaluate, make_context, make_ensemble_context, w_to_limit_attrs
 from .io import FORMAT, STUDY_FORMAT, Result, RunWriter, check_replaceable, load
 from .kernels.truncated import OUTCOMES as _TRUNCATION_OUTCOMES
 from .methods import Method, get_method
@@ -161,11 +161,14 @@ def run(
     stored = _check_resumable(path, config, method_class, times) if resume else None  # before the file is opened
     method = method_class(config)
     names = config.output.diagnostics
+    systems = config.initial.systems
 
     def context_of(state0):
-        return make_context(config.model, *method.measure(state0), config.wasserstein,
-                            memory_budget=W_MEMORY_BUDGET, cluster_threshold=config.output.cluster_threshold,
-                            cell_areas=method.cell_areas)
+        options = dict(memory_budget=W_MEMORY_BUDGET, cluster_threshold=config.output.cluster_threshold,
+                       cell_areas=method.cell_areas)
+        if systems > 1:  # one context (one Pi#rho_0) per system
+            return make_ensemble_context(config.model, *method.measure(state0), config.wasserstein, **options)
+        return make_context(config.model, *method.measure(state0), config.wasserstein, **options)
 
     if stored is not None and stored.n_snapshots > 0:
         state0 = method.restore(stored)
@@ -174,7 +177,7 @@ def run(
         state0 = method.initial_state()  # every input read and checked before the writer touches the output
     context = context_of(state0)
     with RunWriter(path, model=config.model, config=config.to_dict(), mode="resume" if resume else "w",
-                   force=force, provenance=method.provenance(), state=method.state) as writer:
+                   force=force, provenance=method.provenance(), state=method.state, systems=systems) as writer:
         if stored is not None:
             t_last, state = writer.last_snapshot()
             remaining = times[times > t_last * (1 + 1e-12)]

@@ -11,7 +11,9 @@ Layout on disk (one file per run plus an index file): ``study.h5`` is the index;
 is an ordinary mfpde run file ``study.runs/<run_id>.h5`` (same layout as ``mfpde run``),
 reachable from the index as the external link ``/runs/<run_id>``.  The index holds
 ``/summary`` (one row per run: the swept values, ``metric_min``, ``t_min``,
-``metric_final``, ``decay_rate``, ``wall_time``, ``status``) and the fitted rates as
+``metric_final``, ``metric_sem``, ``decay_rate``, ``wall_time``, ``status``; for an
+ensemble run the metric is the mean over its systems and ``metric_sem`` the standard
+error of ``metric_final``) and the fitted rates as
 attributes of ``/summary``.  A run file is reused only when its stored config equals
 the requested one: a complete one is read back (``skipped``), an interrupted one resumed;
 a file whose config differs (an earlier study with other values into the same output) is
@@ -49,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 __all__ = ["RunSpec", "StudyResult", "StudyLocked", "expand", "run_study", "fit_rates", "load_study",
            "summarize_run", "stored_config_differs", "study_sweep", "n_runs"]
 
-SUMMARY_NUMERIC = ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time")
+SUMMARY_NUMERIC = ("metric_min", "t_min", "metric_final", "metric_sem", "decay_rate", "wall_time")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class StudyResult:
         """The summary as a :class:`pandas.DataFrame` (needs ``pandas``), one row per run.
 
         Columns: ``run_id``, one column per swept key (``model.beta``, ... with the values
-        as written in the sweep), ``metric_min``, ``t_min``, ``metric_final``,
+        as written in the sweep), ``metric_min``, ``t_min``, ``metric_final``, ``metric_sem``,
         ``decay_rate``, ``wall_time``, ``status``, ``error`` and ``path`` (the run's file).
         The fitted rates are in ``df.attrs``.
         """
@@ -104,7 +106,7 @@ class StudyResult:
         columns = {"run_id": list(self.summary.get("run_id", [f"run_{i:04d}" for i in range(n)]))}
         for axis in self.axes:
             columns[axis] = [v[axis] for v in values]
-        for name in ("metric_min", "t_min", "metric_final", "decay_rate", "wall_time"):
+        for name in ("metric_min", "t_min", "metric_final", "metric_sem", "decay_rate", "wall_time"):
             if name in self.summary:
                 columns[name] = np.asarray(self.summary[name], dtype=float)
         for name in ("status", "error"):
@@ -196,7 +198,11 @@ def expand(config: Config, study_path: str | os.PathLike) -> list[RunSpec]:
 
 def summarize_run(result: Result, metric: str, t_min_rtol: float = 0.0) -> dict:
     """metric_min (min over t), t_min (its time), metric_final, decay_rate (least-squares
-    slope of -log metric against t from t = 0 to t_min: the exponential phase).
+    slope of -log metric against t from t = 0 to t_min: the exponential phase), metric_sem.
+
+    An ensemble's metric (T, S) is summarized through its mean over the S systems;
+    ``metric_sem`` is the standard error of that mean at the last snapshot,
+    std(ddof = 1) / sqrt(S) (NaN for a single system).
 
     t_min is the earliest snapshot time at which the metric is within a factor
     ``1 + t_min_rtol`` of its minimum: with ``t_min_rtol = 0`` the plain argmin; with a
@@ -205,9 +211,16 @@ def summarize_run(result: Result, metric: str, t_min_rtol: float = 0.0) -> dict:
     """
     series = np.asarray(result.diagnostics[metric], dtype=float)
     times = np.asarray(result.times, dtype=float)
+    sem = math.nan
+    if series.ndim == 2:  # an ensemble (T, S): the mean over systems, and its standard error at the end
+        S = series.shape[1]
+        if len(series) and S > 1:
+            sem = float(np.std(series[-1], ddof=1) / math.sqrt(S))
+        series = series.mean(axis=1)
     finite = np.isfinite(series)
     if not finite.any():
-        return {"metric_min": math.nan, "t_min": math.nan, "metric_final": math.nan, "decay_rate": math.nan}
+        return {"metric_min": math.nan, "t_min": math.nan, "metric_final": math.nan, "metric_sem": sem,
+                "decay_rate": math.nan}
     k_min = int(np.nanargmin(np.where(finite, series, np.inf)))
     within = finite & (series <= series[k_min] * (1.0 + t_min_rtol))
     k = int(np.argmax(within))  # the first such snapshot (k_min itself when t_min_rtol = 0 and no tie)
@@ -216,7 +229,7 @@ def summarize_run(result: Result, metric: str, t_min_rtol: float = 0.0) -> dict:
     if k >= 2 and np.all(series[phase] > 0):
         decay = -float(np.polyfit(times[phase], np.log(series[phase]), 1)[0])
     return {"metric_min": float(series[k_min]), "t_min": float(times[k]),
-            "metric_final": float(series[-1]), "decay_rate": decay}
+            "metric_final": float(series[-1]), "metric_sem": sem, "decay_rate": decay}
 
 
 def stored_config_differs(stored: dict, requested: dict) -> list[str]:

@@ -3,7 +3,8 @@
 For each built-in method and dimension: the HDF5 layout its state kind declares, mass to
 round-off (and positivity of mesh masses), a resumed run equal to the uninterrupted one bit
 for bit, and a run killed by SIGKILL leaving a file with every finished snapshot that
-``resume`` completes bit for bit.  A new built-in method must add its cases here (the
+``resume`` completes bit for bit.  Ensembles (``initial.systems`` > 1) are cases of their
+own: the same layout with a system axis after time.  A new built-in method must add its cases here (the
 first test fails until it does).
 """
 
@@ -27,6 +28,9 @@ from mfpde.methods import MASS, POSITIONS, get_method, method_names
 CASES = {
     "particles-d3": ("particles", 3, {"initial": {"n": 96}, "solver": {"integrator": "rk4", "dt": 0.05}}),
     "particles-d2-rk45": ("particles", 2, {"initial": {"n": 64}, "solver": {"integrator": "rk45", "dt": 0.05}}),
+    "ensemble-d3": ("particles", 3, {"initial": {"n": 24, "systems": 5}, "solver": {"integrator": "rk4", "dt": 0.05}}),
+    "ensemble-d8-rk45": ("particles", 8, {"initial": {"n": 16, "systems": 3},
+                                          "solver": {"integrator": "rk45", "dt": 0.05}}),
     "pic-d2": ("pic", 2, {"initial": {"n": 256}, "solver": {"cells": 64, "dt": 0.05}}),
     "pic-d3": ("pic", 3, {"initial": {"n": 256}, "solver": {"cells": 162, "dt": 0.05}}),
     "fv-d2": ("fv", 2, {"solver": {"cells": 64, "dt": 0.05}}),
@@ -59,25 +63,33 @@ def test_layout_mass_and_provenance(case, tmp_path):
     res = mfpde.run(_config(case, tmp_path / "run.h5"))
     T = len(res.times)
     assert res.complete and T == 11
+    S = CASES[case][2].get("initial", {}).get("systems", 1)
+    system = ["system"] if S > 1 else []
+    assert res.systems == S
     with h5py.File(res.path) as f:
         ds = f["state"][kind.name]
         scales = [dim[0].name.rsplit("/", 1)[-1] for dim in ds.dims]  # each axis's dimension scale
-        assert ds.shape[0] == T and scales == ["time", *kind.dims]
+        assert ds.shape[0] == T and scales == ["time", *system, *kind.dims]
+        assert f.attrs["format_version"] == (2 if S > 1 else 1) and f.attrs.get("systems", 1) == S
+        for name in ("mass", "energy"):
+            ds = f["diagnostics"][name]
+            assert ds.shape == (T, *([S] if S > 1 else [])) and \
+                [dim[0].name.rsplit("/", 1)[-1] for dim in ds.dims] == ["time", *system]
         other = POSITIONS if kind is MASS else MASS
         assert other.name not in f["state"]
         assert f.attrs["method"] == method and f.attrs["status"] == "complete"
         integrators = get_method(method).integrators
         assert f.attrs["integrator"] in (integrators or (get_method(method).integrator_name,))
         assert f.attrs["wall_time"] > 0
-        assert f["limit"]["points"].shape[1] == d
-    masses = res.mass if kind is MASS else np.broadcast_to(res.weights, (T, len(res.weights)))
-    np.testing.assert_allclose(masses.sum(axis=1), 1.0, rtol=0, atol=64 * np.finfo(float).eps)
+        assert f["limit"]["points"].shape[-1] == d and f["limit"]["points"].shape[:-2] == tuple(S for _ in system)
+    masses = res.mass if kind is MASS else np.broadcast_to(res.weights, (T,) + res.weights.shape)
+    np.testing.assert_allclose(masses.sum(axis=-1), 1.0, rtol=0, atol=64 * np.finfo(float).eps)
     np.testing.assert_allclose(res.diagnostics["mass"], 1.0, rtol=0, atol=64 * np.finfo(float).eps)
     assert np.all(res.diagnostics["min_mass"] >= 0)
     state = _state(res, method)
     assert np.all(np.isfinite(state))
     if kind is POSITIONS:
-        np.testing.assert_allclose(np.linalg.norm(state, axis=2), 1.0, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(np.linalg.norm(state, axis=-1), 1.0, rtol=0, atol=1e-14)
     assert not np.array_equal(state[0], state[-1])  # it moved
 
 

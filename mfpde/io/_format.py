@@ -20,10 +20,13 @@ from ..model import Model
 FORMAT = "mfpde"
 STUDY_FORMAT = "mfpde-study"
 FORMAT_VERSION = 1
+#: The format_version of an ensemble file (``initial.systems`` > 1: a leading ``system`` axis);
+#: the highest version this mfpde reads.  Single-system files keep version 1.
+ENSEMBLE_FORMAT_VERSION = 2
 STATUSES = ("running", "complete", "interrupted")
 
-#: names that cannot be diagnostics (the time coordinate linked into /diagnostics)
-_RESERVED = ("time",)
+#: names that cannot be diagnostics (the time and system coordinates linked into /diagnostics)
+_RESERVED = ("time", "system")
 #: The kinds of state a run file holds, by dataset name under /state.
 STATE_KINDS = {kind.name: kind for kind in (POSITIONS, MASS)}
 

@@ -19,7 +19,7 @@ from .._filelock import FileBusyError, FileError
 from .._provenance import config_digest
 from .._version import __version__ as _mfpde_version
 from ..model import Model
-from ._format import (FORMAT, FORMAT_VERSION, PROVENANCE_KEYS, STATUSES, STUDY_FORMAT, _RESERVED, DamagedFileError,
+from ._format import (ENSEMBLE_FORMAT_VERSION, FORMAT, PROVENANCE_KEYS, STATUSES, STUDY_FORMAT, _RESERVED, DamagedFileError,
                       _attr_str, _damaged, _decode_config, _has_hdf5_signature, _read_model, _short)
 
 if TYPE_CHECKING:
@@ -36,6 +36,10 @@ class Result:
     ``limit`` (points (L, d), weights (L,)); ``config`` the resolved config dict;
     ``diagnostic_attrs`` name -> {attribute: value} of the diagnostic series that have
     attributes (w_to_limit: the method used and its certified bound, docs/hdf5.md).
+
+    An ensemble (``systems`` = S > 1, ``initial.systems``) has a system axis after time:
+    ``positions`` (T, S, N, d), ``weights`` (S, N), each diagnostic (T, S), ``limit``
+    ((S, L, d), (S, L)).
     """
 
     path: str
@@ -53,6 +57,8 @@ class Result:
     mfpde_version: str = ""
     diagnostic_attrs: dict = field(default_factory=dict)
     wall_time: float = math.nan
+    #: S, the number of independent systems (1 for a single-system run).
+    systems: int = 1
 
     @property
     def n_snapshots(self) -> int:
@@ -74,7 +80,9 @@ class Result:
         beta = "inf" if self.model is not None and self.model.is_zero_temperature else (
             f"{self.model.beta:g}" if self.model is not None else "?")
         d = self.model.d if self.model is not None else "?"
-        if self.positions is not None:
+        if self.positions is not None and self.systems > 1:
+            state = f"{self.systems} systems of {self.positions.shape[2]} particles"
+        elif self.positions is not None:
             state = f"{self.positions.shape[1]} particles"
         elif self.mass is not None:
             state = f"{self.mass.shape[1]} cells"
@@ -104,7 +112,8 @@ class Result:
         ``areas`` (cell); every diagnostic as a series over ``time`` (the total-mass
         diagnostic is named ``mass_total`` in a finite-volume run, beside the cell
         masses); ``limit_points`` (point, component) and ``limit_weights`` (point).
-        Every variable has ``units`` and ``long_name`` attributes; the dataset's
+        An ensemble adds the dimension ``system`` after ``time`` (positions, weights,
+        diagnostics, limit).  Every variable has ``units`` and ``long_name`` attributes; the dataset's
         attributes hold the model parameters, the status and the resolved config (JSON).
         """
         import xarray as xr
@@ -113,12 +122,16 @@ class Result:
         wasserstein = self.config.get("wasserstein", {}) if isinstance(self.config, dict) else {}
         data, coords = {}, {"time": ("time", np.asarray(self.times), describe_state("time", d))}
         coords["component"] = ("component", np.arange(d if d is not None else 0))
+        system = ("system",) if self.systems > 1 else ()
+        if system:
+            coords["system"] = ("system", np.arange(self.systems))
         if self.positions is not None:
-            n = self.positions.shape[1]
+            n = self.positions.shape[-2]
             coords["particle"] = ("particle", np.arange(n))
-            data["positions"] = (("time", "particle", "component"), self.positions, describe_state("positions", d))
+            data["positions"] = (("time", *system, "particle", "component"), self.positions,
+                                 describe_state("positions", d))
             if self.weights is not None:
-                data["weights"] = (("particle",), self.weights, describe_state("weights", d))
+                data["weights"] = ((*system, "particle"), self.weights, describe_state("weights", d))
         if self.mass is not None:
             coords["cell"] = ("cell", np.arange(self.mass.shape[1]))
             data["mass"] = (("time", "cell"), self.mass, describe_state("mass", d))
@@ -129,12 +142,12 @@ class Result:
             data["areas"] = ((cell,), self.grid["areas"], describe_state("areas", d))
         if self.limit is not None:
             points, weights = self.limit
-            coords["point"] = ("point", np.arange(len(weights)))
-            data["limit_points"] = (("point", "component"), points, describe_state("points", d))
-            data["limit_weights"] = (("point",), weights, describe_state("limit_weights", d))
+            coords["point"] = ("point", np.arange(weights.shape[-1]))
+            data["limit_points"] = ((*system, "point", "component"), points, describe_state("points", d))
+            data["limit_weights"] = ((*system, "point"), weights, describe_state("limit_weights", d))
         for name, series in self.diagnostics.items():
             key = "mass_total" if name == "mass" and "mass" in data else name
-            data[key] = (("time",), np.asarray(series), describe_diagnostic(name, wasserstein))
+            data[key] = (("time", *system), np.asarray(series), describe_diagnostic(name, wasserstein))
         attrs = {"path": self.path, "status": self.status, "mfpde_version": self.mfpde_version,
                  "created": self.created, "config": json.dumps(self.config), "kind": self.kind}
         if self.model is not None:
@@ -184,10 +197,10 @@ def _open_mfpde(path) -> h5py.File:
     except (TypeError, ValueError):
         f.close()
         raise DamagedFileError(f"{path}: format_version is not an integer") from None
-    if version > FORMAT_VERSION:
+    if version > ENSEMBLE_FORMAT_VERSION:
         f.close()
         raise FileError(f"{path} has format_version {version}; this mfpde ({_mfpde_version}) reads "
-                        f"up to {FORMAT_VERSION}: upgrade mfpde")
+                        f"up to {ENSEMBLE_FORMAT_VERSION}: upgrade mfpde")
     return f
 
 
@@ -200,6 +213,7 @@ class _Layout:
     d: int
     times: np.ndarray
     config: dict
+    systems: int = 1
 
 
 def _dataset(group, name, path, ndim):
@@ -255,6 +269,8 @@ def _verify(f: h5py.File, path) -> _Layout:
     if len(kinds) > 1:
         raise DamagedFileError(f"{path}: /state holds both positions and mass")
     kind = kinds[0] if kinds else None
+    S = _systems_of(f, path)
+    lead = 0 if S == 1 else 1  # a system axis after time
     config = _decode_config(f, path)
     digest = _attr_str(f.attrs.get("config_sha256"))
     if digest is not None:
@@ -268,6 +284,12 @@ def _verify(f: h5py.File, path) -> _Layout:
     cfg_model = config.get("model") if isinstance(config.get("model"), dict) else {}
     if "d" in cfg_model and cfg_model["d"] != d:
         raise DamagedFileError(f"{path}: the config's model.d = {cfg_model['d']!r} but /model has d = {d}")
+    cfg_initial = config.get("initial") if isinstance(config.get("initial"), dict) else {}
+    if cfg_initial.get("systems", 1) != S:
+        raise DamagedFileError(f"{path}: the config's initial.systems = {cfg_initial.get('systems', 1)!r} but "
+                               f"the file holds {S} system(s)")
+    if S > 1 and kind == "mass":
+        raise DamagedFileError(f"{path}: an ensemble of {S} systems must hold /state/positions, found /state/mass")
     want = {"particles": "positions", "pic": "positions", "fv": "mass"}.get(method)
     if T > 0 and kind is None:
         raise DamagedFileError(f"{path}: /time has {T} snapshots but /state holds no positions or mass")
@@ -282,15 +304,17 @@ def _verify(f: h5py.File, path) -> _Layout:
                                    f"do not describe the same cells in R^{d}")
         grid_cells = centers.shape[0]
     if kind == "positions":
-        pos = _dataset(state, "positions", path, 3)
-        if pos.shape[0] < T or pos.shape[2] != d:
-            raise DamagedFileError(f"{path}: /state/positions has shape {pos.shape}; expected ({T}, N, {d}) "
+        pos = _dataset(state, "positions", path, 3 + lead)
+        if pos.shape[0] < T or pos.shape[-1] != d or (lead and pos.shape[1] != S):
+            want = f"({T}, N, {d})" if S == 1 else f"({T}, {S}, N, {d})"
+            raise DamagedFileError(f"{path}: /state/positions has shape {pos.shape}; expected {want} "
                                    f"for {T} snapshots")
-        N = pos.shape[1]
+        N = pos.shape[-2]
         if "weights" in state:
-            w = _dataset(state, "weights", path, 1)
-            if w.shape[0] != N:
-                raise DamagedFileError(f"{path}: /state/weights has {w.shape[0]} entries for {N} particles")
+            w = _dataset(state, "weights", path, 1 + lead)
+            if w.shape != pos.shape[1:-1]:
+                raise DamagedFileError(f"{path}: /state/weights has shape {w.shape} for positions of shape "
+                                       f"{pos.shape[1:]}")
         elif _attr_str(f.attrs.get("method")) in ("particles", "pic"):  # written by mfpde.run
             raise DamagedFileError(f"{path}: /state/weights is missing")
     elif kind == "mass":
@@ -306,24 +330,42 @@ def _verify(f: h5py.File, path) -> _Layout:
         if not isinstance(lim, h5py.Group):
             raise DamagedFileError(f"{path}: /limit is not a group")
         if "points" in lim or "weights" in lim:
-            pts = _dataset(lim, "points", path, 2)
-            lw = _dataset(lim, "weights", path, 1)
-            if pts.shape[1] != d or lw.shape[0] != pts.shape[0]:
+            pts = _dataset(lim, "points", path, 2 + lead)
+            lw = _dataset(lim, "weights", path, 1 + lead)
+            if pts.shape[-1] != d or lw.shape != pts.shape[:-1] or (lead and pts.shape[0] != S):
                 raise DamagedFileError(f"{path}: /limit/points {pts.shape} and /limit/weights {lw.shape} "
                                        f"do not describe one measure in R^{d}")
     for name in f["diagnostics"]:
         if name in _RESERVED:
             continue
-        ds = _dataset(f["diagnostics"], name, path, 1)
+        ds = _dataset(f["diagnostics"], name, path, 1 + lead)
+        if lead and ds.shape[1] != S:
+            raise DamagedFileError(f"{path}: /diagnostics/{name} has shape {ds.shape}: not one column per system ({S})")
         if ds.shape[0] < T:
             raise DamagedFileError(f"{path}: /diagnostics/{name} has {ds.shape[0]} entries for {T} snapshots")
-    for group, name, n in (("state", "particle", state["positions"].shape[1] if kind == "positions" else None),
+    for group, name, n in (("state", "particle", state["positions"].shape[-2] if kind == "positions" else None),
+                           ("state", "system", S if S > 1 else None),
                            ("state", "component", d if kind == "positions" else None),
                            ("state", "cell", state["mass"].shape[1] if kind == "mass" else None),
                            ("model", "row", d), ("model", "column", d)):
         if n is not None and name in f[group] and f[group][name].shape != (n,):
             raise DamagedFileError(f"{path}: /{group}/{name} has shape {f[group][name].shape}, not ({n},)")
-    return _Layout(T=T, kind=kind, d=d, times=times, config=config)
+    return _Layout(T=T, kind=kind, d=d, times=times, config=config, systems=S)
+
+
+def _systems_of(f: h5py.File, path) -> int:
+    """S from the root attribute ``systems`` (absent: 1), checked against ``format_version``."""
+    raw = f.attrs.get("systems", 1)
+    try:
+        S = int(raw)
+    except (TypeError, ValueError):
+        raise DamagedFileError(f"{path}: the systems attribute is not an integer") from None
+    if S < 1 or S != raw:
+        raise DamagedFileError(f"{path}: the systems attribute must be an integer >= 1, got {raw!r}")
+    if S > 1 and int(f.attrs.get("format_version", 0)) < ENSEMBLE_FORMAT_VERSION:
+        raise DamagedFileError(f"{path}: an ensemble ({S} systems) needs format_version "
+                               f"{ENSEMBLE_FORMAT_VERSION}")
+    return S
 
 
 #: Reading a file while a writer appends to it (no SWMR) can meet half-updated HDF5
@@ -415,6 +457,7 @@ def load(path: str | os.PathLike) -> Result:
             status=_attr_str(f.attrs.get("status", "unknown")), model=_read_model(f),
             created=_attr_str(f.attrs.get("created", "")), mfpde_version=_attr_str(f.attrs.get("mfpde_version", "")),
             diagnostic_attrs=diagnostic_attrs, wall_time=float(f.attrs.get("wall_time", math.nan)),
+            systems=layout.systems,
         )
 
 
@@ -488,8 +531,9 @@ def _run_info(path: str | os.PathLike) -> str:
             lines.append(f"config_sha256: {digest}")
         state = f["state"]
         if layout.kind == "positions":
-            _, N, d = state["positions"].shape
-            lines.append(f"state: positions of {N} particles in R^{d}")
+            N, d = state["positions"].shape[-2:]
+            ensemble = f"{layout.systems} systems of " if layout.systems > 1 else ""
+            lines.append(f"state: positions of {ensemble}{N} particles in R^{d}")
         elif layout.kind == "mass":
             lines.append(f"state: mass on {state['mass'].shape[1]} cells")
         if T:
@@ -497,12 +541,14 @@ def _run_info(path: str | os.PathLike) -> str:
         else:
             lines.append("snapshots: 0")
         if "limit" in f and "points" in f["limit"]:
-            lines.append(f"limit: {f['limit']['points'].shape[0]} points")
+            per = " per system" if layout.systems > 1 else ""
+            lines.append(f"limit: {f['limit']['points'].shape[-2]} points{per}")
         names = [n for n in f["diagnostics"] if n not in _RESERVED]
         if names:
-            lines.append("diagnostics (last value):")
+            ensemble = layout.systems > 1
+            lines.append("diagnostics (last value" + (", mean over systems):" if ensemble else "):"))
             width = max(len(n) for n in names)
             for n in names:
-                last = f"{f['diagnostics'][n][T - 1]:.6g}" if T else "-"
+                last = f"{np.mean(f['diagnostics'][n][T - 1]):.6g}" if T else "-"
                 lines.append(f"  {n:<{width}}  {last}")
         return "\n".join(lines)

@@ -19,7 +19,7 @@ from .._version import __version__ as _mfpde_version
 from ..methods.base import StateKind
 from ..model import Model
 from ._files import _status_of, check_replaceable, resume_conflict
-from ._format import (FORMAT, FORMAT_VERSION, PROVENANCE_KEYS, STATE_KINDS, _RESERVED, DamagedFileError,
+from ._format import (ENSEMBLE_FORMAT_VERSION, FORMAT, FORMAT_VERSION, PROVENANCE_KEYS, STATE_KINDS, _RESERVED, DamagedFileError,
                       _attr_str, _check_provenance, _damaged, _decode_config, _encode_config, _read_model)
 from ._managed import _ManagedFile
 from .reader import _open_mfpde, _verify
@@ -100,6 +100,11 @@ class RunWriter(_ManagedFile):
     state : StateKind, optional
         The kind of state the run stores (``mfpde.methods.POSITIONS`` or ``MASS``, a method's
         ``state``): then ``append_snapshot(t, state_row)`` needs no name.
+    systems : int
+        S >= 1.  S > 1 writes an ensemble (docs/hdf5.md, "Ensembles"): every state row,
+        the weights and the limit measure get a leading ``system`` axis of length S and
+        every diagnostic row is S values (a ``(T, S)`` series); the root attribute
+        ``systems`` is S and ``format_version`` is 2.  S = 1 writes the single-system layout.
 
     Notes
     -----
@@ -114,7 +119,8 @@ class RunWriter(_ManagedFile):
     """
 
     def __init__(self, path: str | os.PathLike, *, model: Model, config: object, mode: str = "w", force: bool = False,
-                 compression: str | None = "gzip", provenance: dict | None = None, state: StateKind | None = None):
+                 compression: str | None = "gzip", provenance: dict | None = None, state: StateKind | None = None,
+                 systems: int = 1):
         if mode not in ("w", "resume"):
             raise ValueError(f"mode must be 'w' or 'resume', got {mode!r}")
         if compression not in _COMPRESSIONS:
@@ -124,6 +130,10 @@ class RunWriter(_ManagedFile):
         if state is not None and STATE_KINDS.get(getattr(state, "name", None)) is not state:
             raise ValueError(f"state must be one of the state kinds {', '.join(STATE_KINDS)}, got {state!r}")
         self._state = state
+        if isinstance(systems, bool) or not isinstance(systems, (int, np.integer)) or systems < 1:
+            raise ValueError(f"systems must be an integer >= 1, got {systems!r}")
+        #: S: the number of systems of an ensemble (1: a single system).
+        self.systems = int(systems)
         if hasattr(config, "to_dict"):
             config = config.to_dict()
         try:
@@ -157,8 +167,10 @@ class RunWriter(_ManagedFile):
     def _create(self):
         f = self._file
         f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+        f.attrs["format_version"] = np.int64(FORMAT_VERSION if self.systems == 1 else ENSEMBLE_FORMAT_VERSION)
         f.attrs["mfpde_version"] = _mfpde_version
+        if self.systems > 1:
+            f.attrs["systems"] = np.int64(self.systems)
         f.attrs["created"] = _now_iso()
         f.attrs["status"] = "running"
         m = f.create_group("model")
@@ -179,6 +191,8 @@ class RunWriter(_ManagedFile):
         t.attrs["units"] = "1"
         for name in ("state", "diagnostics"):
             f.create_group(name)["time"] = t  # hard link: each group sees its time coordinate
+        if self.systems > 1:
+            f["diagnostics"]["system"] = _index_scale(f["state"], "system", self.systems)
         f.flush()
 
     def _write_config(self):
@@ -212,6 +226,9 @@ class RunWriter(_ManagedFile):
                     ds for n, ds in f["diagnostics"].items() if n not in _RESERVED]:
                 if ds.chunks is None or ds.maxshape[0] is not None:
                     raise DamagedFileError(f"{self.path}: {ds.name} is not resizable; cannot resume it")
+            if layout.systems != self.systems:
+                raise ValueError(f"{self.path} holds {layout.systems} system(s), this run {self.systems}; "
+                                 f"cannot resume it")
         if stored.to_dict() != self.model.to_dict():
             raise ValueError(f"{self.path} was written with a different model ({stored!r}); cannot resume it "
                              f"with {self.model!r}")
@@ -263,13 +280,21 @@ class RunWriter(_ManagedFile):
 
     # -- static data
 
+    def _system_axis(self, group) -> tuple:
+        """() for a single system, (the ``system`` scale of ``group``,) for an ensemble."""
+        return () if self.systems == 1 else (_index_scale(group, "system", self.systems),)
+
+    def _shape(self, *shape) -> tuple:
+        """``shape`` with the leading system axis of an ensemble."""
+        return shape if self.systems == 1 else (self.systems,) + shape
+
     def write_weights(self, weights: ArrayLike) -> None:
-        """``/state/weights`` (N,): the particle masses."""
-        w = _float_array("weights", weights, (None,))
+        """``/state/weights`` (N,), or (S, N) for an ensemble: the particle masses."""
+        w = _float_array("weights", weights, self._shape(None))
         state = self.file["state"]
         with self._writing("writing /state/weights"):
-            particle = _index_scale(state, "particle", w.shape[0])
-            self._replace(state, "weights", w, (particle,))
+            particle = _index_scale(state, "particle", w.shape[-1])
+            self._replace(state, "weights", w, self._system_axis(state) + (particle,))
             self.file.flush()
 
     def write_grid(self, centers: ArrayLike, areas: ArrayLike, attrs: dict | None = None) -> None:
@@ -295,18 +320,22 @@ class RunWriter(_ManagedFile):
             self.file.flush()
 
     def write_limit(self, points: ArrayLike, weights: ArrayLike) -> None:
-        """``/limit/points`` (L, d) and ``/limit/weights`` (L,): the measure Pi#rho_0."""
-        p = _float_array("limit points", points, (None, self.model.d))
-        w = _float_array("limit weights", weights, (p.shape[0],))
+        """``/limit/points`` (L, d) and ``/limit/weights`` (L,): the measure Pi#rho_0; for an
+        ensemble (S, L, d) and (S, L), one measure per system (atoms of weight 0 pad the
+        systems with fewer than L atoms)."""
+        p = _float_array("limit points", points, self._shape(None, self.model.d))
+        w = _float_array("limit weights", weights, p.shape[:-1])
+        L = p.shape[-2]
         with self._writing("writing /limit"):
             lim = self.file.require_group("limit")
-            if "points" in lim and lim["points"].shape[0] != p.shape[0]:  # another L: new scale
+            if "points" in lim and lim["points"].shape[-2] != L:  # another L: new scale
                 for name in ("points", "weights", "point"):
                     del lim[name]
-            point = _index_scale(lim, "point", p.shape[0])
-            comp = _index_scale(lim, "component", p.shape[1])
-            self._replace(lim, "points", p, (point, comp))
-            self._replace(lim, "weights", w, (point,))
+            system = self._system_axis(lim)
+            point = _index_scale(lim, "point", L)
+            comp = _index_scale(lim, "component", p.shape[-1])
+            self._replace(lim, "points", p, system + (point, comp))
+            self._replace(lim, "weights", w, system + (point,))
             self.file.flush()
 
     def _replace(self, group, name, data, scales):
@@ -355,7 +384,8 @@ class RunWriter(_ManagedFile):
                           compression_opts=self._compression_opts, shuffle=self._compression is not None,
                           fletcher32=True)
         else:
-            kwargs = dict(chunks=(1024,))
+            # per-snapshot values rewritten in place: 1024 entries a chunk (whole rows of an ensemble)
+            kwargs = dict(chunks=(max(1, 1024 // max(1, math.prod(row_shape))),) + row_shape)
         ds = group.create_dataset(name, shape=(T,) + row_shape, maxshape=(None,) + row_shape,
                                   dtype=np.float64, fillvalue=np.nan, **kwargs)
         _attach(ds, (self.file["time"],) + tuple(scales))
@@ -368,7 +398,8 @@ class RunWriter(_ManagedFile):
 
         ``state``: the state of the writer's kind (``RunWriter(..., state=POSITIONS)``);
         or by name, ``positions`` (N, d) for particle and PIC runs, ``mass`` (M,) for finite
-        volumes.  ``diagnostics``: a dict name -> float.  The same kind of state and the same
+        volumes.  ``diagnostics``: a dict name -> float (name -> (S,) values for an
+        ensemble; its state row then has a leading system axis).  The same kind of state and the same
         diagnostic names are required in every snapshot.  The rows are written first and
         ``/time`` is extended last, then the file is flushed.
         """
@@ -389,7 +420,7 @@ class RunWriter(_ManagedFile):
         (name, value), = given
         kind = STATE_KINDS[name]
         diagnostics = dict(diagnostics or {})
-        values = {_check_diagnostic_name(k): _diagnostic_value(k, v) for k, v in diagnostics.items()}
+        values = {_check_diagnostic_name(k): self._diagnostic_row(k, v) for k, v in diagnostics.items()}
         group = f["state"]
         T = self.n_snapshots
         if T > 0:
@@ -407,14 +438,15 @@ class RunWriter(_ManagedFile):
         self._check_room(row.nbytes + 8192 * (len(values) + 1))
         with self._writing(f"writing snapshot {T + 1} (t = {t_val:g})"):
             # 1. the state row
-            scales = [_index_scale(group, dim, n) for dim, n in zip(kind.dims, row.shape)]
+            scales = [_index_scale(group, dim, n) for dim, n in zip(self._dims(kind), row.shape)]
             ds = self._series(group, name, row.shape, scales, snapshot=True)
             ds.resize((T + 1,) + ds.shape[1:])
             ds[T] = row
             # 2. the diagnostics rows
+            system = self._system_axis(f["state"])
             for dname, dvalue in values.items():
-                d = self._series(f["diagnostics"], dname, (), (), snapshot=False)
-                d.resize((T + 1,))
+                d = self._series(f["diagnostics"], dname, self._shape(), system, snapshot=False)
+                d.resize((T + 1,) + d.shape[1:])
                 d[T] = dvalue
             # 3. time, last
             time = f["time"]
@@ -428,15 +460,30 @@ class RunWriter(_ManagedFile):
     #: What fixes the length of a state axis once static data are written: (dataset, word, source).
     _AXIS_SOURCES = {"particle": ("/state/weights", "rows", "the weights"), "cell": ("/grid/areas", "cells", "the grid")}
 
+    def _diagnostic_row(self, name, value):
+        """A diagnostic's value of one snapshot: a float, or (S,) floats for an ensemble."""
+        if self.systems == 1:
+            return _diagnostic_value(name, value)
+        row = np.asarray(value)
+        if row.shape != (self.systems,) or row.dtype.kind not in "fiub":
+            raise ValueError(f"diagnostic {name!r} of an ensemble must be {self.systems} numbers (one per "
+                             f"system), got {row.shape if row.dtype.kind in 'fiub' else value!r}")
+        return row.astype(np.float64)
+
+    def _dims(self, kind) -> tuple:
+        return kind.dims if self.systems == 1 else ("system",) + kind.dims
+
     def _state_row(self, kind, value) -> np.ndarray:
         """``value`` as a float64 row of ``kind``, its lengths checked against the static data."""
-        shape = tuple(self.model.d if dim == "component" else None for dim in kind.dims)
+        dims = self._dims(kind)
+        shape = tuple(self.model.d if dim == "component" else (self.systems if dim == "system" else None)
+                      for dim in dims)
         row = _float_array(kind.name, value, shape)
         f = self.file
-        for dim, n in zip(kind.dims, row.shape):
+        for dim, n in zip(dims, row.shape):
             source = self._AXIS_SOURCES.get(dim)
-            if source is not None and source[0] in f and f[source[0]].shape[0] != n:
-                raise ValueError(f"{kind.name} must have {f[source[0]].shape[0]} {source[1]} ({source[2]}), got {n}")
+            if source is not None and source[0] in f and f[source[0]].shape[-1] != n:
+                raise ValueError(f"{kind.name} must have {f[source[0]].shape[-1]} {source[1]} ({source[2]}), got {n}")
         stored = f["state"].get(kind.name)
         if stored is not None and stored.shape[1:] != row.shape:
             raise ValueError(f"/state/{kind.name} holds rows of shape {stored.shape[1:]}, got {row.shape}")

@@ -62,6 +62,9 @@ class Method:
         Stored as the file's ``integrator`` attribute when ``integrators`` is None.
     backends : tuple of str
         The ``solver.backend`` values it runs on; any other must stay at its default "cpu".
+    ensembles : bool
+        Whether it runs S > 1 independent systems (``initial.systems``); otherwise that key
+        must stay at 1.
 
     Instances are built from a validated config (``Method(config)``); building one makes
     no file and reads none.
@@ -72,6 +75,8 @@ class Method:
     integrators: ClassVar[tuple[str, ...] | None] = None
     integrator_name: ClassVar[str] = ""
     backends: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: Whether it runs ensembles (``initial.systems`` > 1): states with a leading system axis.
+    ensembles: ClassVar[bool] = False
 
     # -- rules (class level: called while a config is validated)
 
@@ -92,6 +97,8 @@ class Method:
         otherwise).  The base rules cover the integrator keys; a method adds its own.
         """
         solver = config.solver
+        if section == "initial" and key == "systems" and not cls.ensembles:
+            return "ensembles (initial.systems > 1) run with solver.method = \"particles\" only"
         if section != "solver":
             return None
         if cls.integrators is None and key in ("integrator", "rtol", "atol"):
@@ -110,13 +117,15 @@ class Method:
     @classmethod
     def state_size(cls, config) -> tuple[int, str, str]:
         """(float64 values in one state, what they are, the config key that sets the count)."""
-        n, d = config.initial.n, config.model.d
+        n, d, S = config.initial.n, config.model.d, config.initial.systems
+        if S > 1:
+            return S * n * d, f"{S} systems x {n} x {d} positions", "initial.systems"
         return n * d, f"{n} x {d} positions", "initial.n"
 
     @classmethod
     def snapshot_size(cls, config) -> int:
         """float64 values stored per snapshot (the file-size check before a run)."""
-        return config.initial.n * config.model.d
+        return config.initial.systems * config.initial.n * config.model.d
 
     @classmethod
     def stored_conflict(cls, config, result) -> str | None:

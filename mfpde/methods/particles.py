@@ -23,6 +23,7 @@ class Particles(Method):
     state = POSITIONS
     integrators = INTEGRATORS
     backends = ("cpu", "cuda")
+    ensembles = True
 
     @classmethod
     def unused(cls, section, key, config):
@@ -38,12 +39,22 @@ class Particles(Method):
 
     @classmethod
     def check(cls, config):
+        from ..config import ConfigError
+
         solver = config.solver
         if solver.backend == "cuda" and solver.kernel != "exact":
-            from ..config import ConfigError
-
             raise ConfigError(config.source, "solver.backend",
                               f"\"cuda\" runs solver.kernel = \"exact\" only, got solver.kernel = {solver.kernel!r}")
+        S = config.initial.systems
+        if S > 1 and not config.model.is_zero_temperature:
+            if solver.kernel != "exact":
+                raise ConfigError(config.source, "initial.systems",
+                                  f"an ensemble ({S} systems) runs with solver.kernel = \"exact\", "
+                                  f"got solver.kernel = {solver.kernel!r}")
+            if solver.backend != "cpu":
+                raise ConfigError(config.source, "initial.systems",
+                                  f"an ensemble ({S} systems) runs on solver.backend = \"cpu\", "
+                                  f"got solver.backend = {solver.backend!r}")
 
     def __init__(self, config):
         super().__init__(config)
@@ -66,7 +77,9 @@ class Particles(Method):
 
     @classmethod
     def stored_conflict(cls, config, result):
-        N, initial = result.positions.shape[1], config.initial
+        N, initial = result.positions.shape[-2], config.initial
+        if result.systems != initial.systems:
+            return f"it holds {result.systems} system(s) but its config says initial.systems = {initial.systems}"
         if initial.kind != "file" and N != initial.n:
             return f"it holds {N} particles but its config says initial.n = {initial.n}"
         return None
@@ -94,6 +107,7 @@ class ParticleInCell(Particles):
 
     name = "pic"
     backends = ("cpu",)
+    ensembles = False
 
     @classmethod
     def check(cls, config):

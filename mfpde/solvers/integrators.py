@@ -76,7 +76,8 @@ class DormandPrince:
     """Adaptive Dormand-Prince 5(4) with the standard controller.
 
     The error of a step is the RMS over all coordinates of e / (atol + rtol max(|x|, |x_new|)),
-    e the difference of the embedded solutions; a step is accepted when it is <= 1 and the
+    e the difference of the embedded solutions (for an ensemble (S, N, d): the largest of the
+    S systems' RMS errors, so every system is stepped at least as accurately as alone); a step is accepted when it is <= 1 and the
     next step is h * min(5, max(0.2, 0.9 err^(-1/5))).
     """
 
@@ -98,7 +99,10 @@ class DormandPrince:
         x_new = x + h * sum(b * kj for b, kj in zip(_B5, k) if b != 0.0)
         err = h * sum(e * kj for e, kj in zip(_E, k) if e != 0.0)
         scale = self.atol + self.rtol * np.maximum(np.abs(x), np.abs(x_new))
-        err_norm = math.sqrt(float(np.mean((err / scale) ** 2)))
+        if x.ndim == 3:  # an ensemble (S, N, d): the largest of the systems' RMS errors
+            err_norm = math.sqrt(float(np.max(np.mean((err / scale) ** 2, axis=(1, 2)))))
+        else:
+            err_norm = math.sqrt(float(np.mean((err / scale) ** 2)))
         return retract(x_new), err_norm
 
     def next_h(self, h: float, err_norm: float) -> float:

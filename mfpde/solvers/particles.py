@@ -29,6 +29,11 @@ __all__ = ["ParticleSolver"]
 class ParticleSolver:
     """Integrate the particle system of ``model`` with the options of [solver].
 
+    Positions (N, d) with weights (N,) are one system; (S, N, d) with (S, N) an ensemble of
+    S independent systems stepped together (interactions within each system only).  With
+    a fixed-step integrator system s follows exactly the steps of its single run; rk45
+    takes one step size for all, controlled by the largest error of any system.
+
     ``solver.snapshots(positions, weights, times)`` is a generator of ``(t, positions)``
     at each requested time.  Fixed-step methods cover each interval between requested
     times with n = ceil(interval / dt) equal steps, so every requested time is hit exactly
@@ -62,18 +67,26 @@ class ParticleSolver:
         t0: float = 0.0,
         on_step: Callable[[float], None] | None = None,
     ) -> Iterator[tuple[float, np.ndarray]]:
-        """Yield (t, positions) for every t in ``times`` (increasing, >= t0).
+        """Yield (t, positions) for every t in ``times`` (increasing, >= t0); positions
+        (N, d) or, for an ensemble, (S, N, d) with weights (S, N).
 
         A requested time equal to t0 yields the initial state unchanged.  ``on_step(t)`` is
         called after every accepted step (for progress bars).
         """
         times = check_times(times, t0)
         x = np.array(positions, dtype=np.float64, order="C")
-        if x.ndim != 2 or x.shape[1] != self.model.d:
-            raise ValueError(f"positions must have shape (N, {self.model.d}), got {x.shape}")
-        if np.abs(np.linalg.norm(x, axis=1) - 1.0).max() > 1e-12:
+        if x.ndim not in (2, 3) or x.shape[-1] != self.model.d:
+            raise ValueError(f"positions must have shape (N, {self.model.d}) or, for an ensemble, "
+                             f"(S, N, {self.model.d}), got {x.shape}")
+        if np.abs(np.linalg.norm(x, axis=-1) - 1.0).max() > 1e-12:
             x = retract(x)  # unit rows are kept bit for bit: a resumed run repeats exactly
         weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != x.shape[:-1]:
+            raise ValueError(f"weights must have shape {x.shape[:-1]} (one per particle), got {weights.shape}")
+        if x.ndim == 3:  # an ensemble: the kernel's system axis, on the CPU
+            f = self.field(weights)
+            yield from snapshot_loop(x, times, t0, lambda x, t, t_out: self._advance(f, x, t, t_out, on_step))
+            return
         stepper = self._device_stepper(weights)
         if stepper is not None:
             yield from self._device_snapshots(stepper, x, times, t0, on_step)
