@@ -313,8 +313,8 @@ def _verify(f: h5py.File, path) -> _Layout:
         if "weights" in state:
             w = _dataset(state, "weights", path, 1 + lead)
             if w.shape != pos.shape[1:-1]:
-                raise DamagedFileError(f"{path}: /state/weights has shape {w.shape} for positions of shape "
-                                       f"{pos.shape[1:]}")
+                raise DamagedFileError(f"{path}: /state/weights has shape {w.shape} for {N} particles"
+                                       + (f" in each of {S} systems" if S > 1 else ""))
         elif _attr_str(f.attrs.get("method")) in ("particles", "pic"):  # written by mfpde.run
             raise DamagedFileError(f"{path}: /state/weights is missing")
     elif kind == "mass":
