@@ -5,7 +5,7 @@ may be reused (a study's finished run) or continued (``--resume``) is decided by
 canonical forms: JSON with sorted keys, no whitespace, finite numbers only.  ``output.path``
 (where a result is written, not what is computed) is left out of the comparison.  A key
 added to the config after files were written is left out at its default, the value every
-older file was computed with (``solver.backend = "cpu"``), so older files keep their digests
+older file was computed with (``solver.backend = "cpu"``, ``output.cluster_delta = 1e-3``), so older files keep their digests
 while a run on another backend (different rounding) is a different config.
 """
 
@@ -19,7 +19,7 @@ import json
 LOCATION_KEYS = ("output.path",)
 #: Keys added after the first file format, with the default every older file was computed with:
 #: left out of comparisons and digests at that value.
-LATER_KEYS = {"solver.backend": "cpu"}
+LATER_KEYS = {"solver.backend": "cpu", "output.cluster_delta": 1e-3}
 
 
 def comparable(config_dict: dict, ignore=LOCATION_KEYS) -> dict:
