@@ -98,6 +98,20 @@ def test_collapse_time_vectorized_and_trivial():
     assert t[1] > t[0]
 
 
+def test_collapse_time_at_large_beta():
+    # softmax: b(0) = 1 / (e^beta + n - 1), so t* grows like e^beta; it stays computable up to
+    # the float range and is inf beyond (1 / b overflows at beta ~ 709)
+    t = equiangular_collapse_time(np.array([50.0, 100.0, 300.0]), 32)
+    assert np.all(np.isfinite(t)) and np.all(np.diff(np.log(t)) > 0)
+    assert np.log(t[2]) - np.log(t[1]) == pytest.approx(200.0, rel=0.01)
+    assert equiangular_collapse_time(800.0, 32) == math.inf
+    # the two solvers agree at t* ~ 6e6; rtol 1e-13 of t* is ~1e-6 model time, and near t* the
+    # rate is ~ 2 delta = 2e-3, so rho(t*) matches 1 - delta to ~1e-9 (measured 5e-10), not 1e-10
+    t20 = equiangular_collapse_time(20.0, 32)
+    assert 1e6 < t20 < 1e8
+    assert abs(equiangular_inner_product([t20], 20.0, 32)[0] - (1 - 1e-3)) < 1e-8
+
+
 def test_positions_are_rotated_frames():
     X = equiangular_positions(4, d=6, systems=3, seed=1)
     assert X.shape == (3, 4, 6) and X.dtype == np.float64
