@@ -44,6 +44,7 @@ from .io import is_study_file  # re-exported: mfpde.plotting.is_study_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
     from .io import Result
     from .study import StudyResult
@@ -457,7 +458,7 @@ class PhasePanel:
     theory: np.ndarray | None = None
 
 
-def half_crossing_time(times, mean, level: float = 0.5) -> float:
+def half_crossing_time(times: "ArrayLike", mean: "ArrayLike", level: float = 0.5) -> float:
     """The first time a series reaches ``level`` (model time), NaN if it never does.
 
     With k the first snapshot with mean[k] >= level: times[0] if k = 0, else the linear
