@@ -21,6 +21,8 @@ _LAZY = {
     "run": ".runner",
     "velocity": ".field",
     "wasserstein": ".distances",
+    "equiangular_rate": ".equiangular", "equiangular_inner_product": ".equiangular",
+    "equiangular_collapse_time": ".equiangular", "equiangular_positions": ".equiangular",
 }
 
 
@@ -51,4 +53,8 @@ __all__ = [
     "limit_map",
     "limit_measure",
     "wasserstein",
+    "equiangular_rate",
+    "equiangular_inner_product",
+    "equiangular_collapse_time",
+    "equiangular_positions",
 ]

@@ -41,6 +41,7 @@ def describe_diagnostic(name: str, wasserstein: dict | None = None) -> dict:
                        f"Wasserstein distance W_{p:g} to Pi#rho_0 ({ground} ground cost)"),
         "dist_to_subspace": ("rad", "mean geodesic distance to the dominant subspace E cap S^{d-1}"),
         "n_clusters": ("1", "number of clusters carrying mass"),
+        "clustered_fraction": ("1", "mass-weighted fraction of ordered pairs i != j with <x_i, x_j> >= 1 - delta"),
     }
     if name in table:
         units, long_name = table[name]

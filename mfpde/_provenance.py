@@ -5,7 +5,7 @@ may be reused (a study's finished run) or continued (``--resume``) is decided by
 canonical forms: JSON with sorted keys, no whitespace, finite numbers only.  ``output.path``
 (where a result is written, not what is computed) is left out of the comparison.  A key
 added to the config after files were written is left out at its default, the value every
-older file was computed with (``solver.backend = "cpu"``, ``initial.systems = 1``), so older files keep their digests
+older file was computed with (``solver.backend = "cpu"``, ``initial.systems = 1``, ``output.cluster_delta = 1e-3``), so older files keep their digests
 while a run on another backend (different rounding) is a different config.
 """
 

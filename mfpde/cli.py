@@ -90,9 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="draw a figure of a run or study file")
     plot.add_argument("result", metavar="RESULT.h5")
     plot.add_argument("-o", "--output", metavar="FIG.png", help="PNG, PDF or SVG (default: RESULT_KIND.png)")
-    plot.add_argument("--kind", choices=("density", "trajectories", "distance", "energy", "diagnostics", "rate"))
+    plot.add_argument("--kind", choices=("density", "trajectories", "distance", "energy", "diagnostics", "rate",
+                                         "phase"))
     plot.add_argument("--series", action="append", metavar="NAME",
                       help="with --kind diagnostics: a stored series to draw (repeatable; default: all)")
+    plot.add_argument("--diagnostic", metavar="NAME",
+                      help="with --kind phase: the series on the phase diagram (default: clustered_fraction)")
 
     info = sub.add_parser("info", help="summarise a result file")
     info.add_argument("result", metavar="RESULT.h5")
@@ -254,6 +257,8 @@ def _cmd_plot(args, stop) -> int:
         raise FileNotFoundError(f"{args.result}: no such file")
     if args.series and args.kind != "diagnostics":
         raise ValueError("--series goes with --kind diagnostics")
+    if args.diagnostic is not None and args.kind != "phase":
+        raise ValueError("--diagnostic goes with --kind phase")
     out = args.output
     if out is not None and os.path.splitext(out)[1].lower() not in (".png", ".pdf", ".svg"):
         raise ValueError(f"-o must end in .png, .pdf or .svg, got {out!r}")
@@ -268,7 +273,7 @@ def _cmd_plot(args, stop) -> int:
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"-o {out}: the directory {directory} does not exist")
-    fig = plot_file(args.result, kind, args.series)
+    fig = plot_file(args.result, kind, args.series, args.diagnostic)
     print(save_plot(fig, out))
     return 0
 

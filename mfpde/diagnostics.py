@@ -49,6 +49,8 @@ __all__ = [
     "w_to_limit_attrs",
     "dist_to_subspace",
     "n_clusters",
+    "clustered_fraction",
+    "clustered_fractions",
     "fourier_modes",
     "circle_clusters",
     "EnsembleContext",
@@ -78,6 +80,8 @@ class DiagnosticContext:
     n_clusters_angle: float = 0.1
     cluster_threshold: float = 0.05
     cluster_min_mass: float = 0.01
+    #: clustered_fraction: pairs with <x_i, x_j> >= 1 - cluster_delta are clustered.
+    cluster_delta: float = 1e-3
     fourier_max_mode: int = 8
     cell_areas: np.ndarray | None = None
     #: WassersteinResult of every w_to_limit evaluation, in order (what the runner stores).
@@ -94,11 +98,12 @@ def make_context(model: Model | ArrayLike, initial_points: ArrayLike, initial_we
                  n_clusters_angle: float = 0.1, cluster_threshold: float = 0.05,
                  cluster_min_mass: float = 0.01, fourier_max_mode: int = 8, wasserstein_seed: int = 0,
                  n_projections: int = 200, memory_budget: int = 2**30,
-                 cell_areas: ArrayLike | None = None) -> DiagnosticContext:
+                 cell_areas: ArrayLike | None = None, cluster_delta: float = 1e-3) -> DiagnosticContext:
     """The context of a run: the model, Pi#rho_0 of the initial state, options, thresholds.
 
     ``cell_areas`` (M,): the cell areas of a mesh state (finite volumes), so that
     ``n_clusters`` compares densities (mass / area); None for particle states.
+    ``cluster_delta`` in (0, 2): the threshold of ``clustered_fraction`` (``output.cluster_delta``).
 
     Warns ``ComplexDominantWarning`` (from ``limit_measure``) when the dominant eigenvalues
     of A are complex, and ``RuntimeWarning`` when Pi is undefined on part of rho_0.
@@ -112,6 +117,7 @@ def make_context(model: Model | ArrayLike, initial_points: ArrayLike, initial_we
     for name, value in (("cluster_threshold", cluster_threshold), ("cluster_min_mass", cluster_min_mass)):
         if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1):
             raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    _check_delta(cluster_delta)
     if cell_areas is not None:
         cell_areas = np.asarray(cell_areas, dtype=np.float64)
         if cell_areas.ndim != 1 or not np.all(np.isfinite(cell_areas)) or not np.all(cell_areas > 0):
@@ -133,7 +139,14 @@ def make_context(model: Model | ArrayLike, initial_points: ArrayLike, initial_we
         cluster_min_mass=float(cluster_min_mass),
         fourier_max_mode=int(fourier_max_mode),
         cell_areas=cell_areas,
+        cluster_delta=float(cluster_delta),
     )
+
+
+def _check_delta(delta) -> float:
+    if not (isinstance(delta, numbers.Real) and not isinstance(delta, bool) and 0 < delta < 2):
+        raise ValueError(f"cluster_delta must be a number in (0, 2), got {delta!r}")
+    return float(delta)
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -272,6 +285,66 @@ def n_clusters(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext
     return float(np.count_nonzero(cluster_mass >= context.cluster_min_mass))
 
 
+#: clustered_fractions holds at most about this many Gram entries at once (S n^2 floats).
+GRAM_CHUNK = 2**24
+
+
+def clustered_fractions(points: ArrayLike, weights: ArrayLike, delta: float) -> np.ndarray:
+    r"""(S,) clustered fraction of each of S systems: points (S, n, d), weights (S, n).
+
+    f_s = sum_{i != j} m_i m_j 1[<x_i, x_j> >= 1 - delta] / sum_{i != j} m_i m_j, the
+    mass-weighted fraction of ordered pairs of distinct atoms whose inner product is at
+    least 1 - delta (geodesic distance <= arccos(1 - delta), ~ sqrt(2 delta) rad).  For
+    equal masses: the fraction of the n (n - 1) ordered pairs.  Dimensionless, in [0, 1];
+    1.0 when there is no pair of positive mass (n = 1, or one atom of positive mass).
+
+    One Gram matrix per system (``np.matmul`` on (S, n, n)), computed for about
+    ``GRAM_CHUNK`` // n^2 systems at a time (memory: that many n x n float64 matrices).
+    A system's value does not depend on the others or on the chunking.
+    """
+    X = np.asarray(points, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if X.ndim != 3 or w.shape != X.shape[:2]:
+        raise ValueError(f"expected points (S, n, d) and weights (S, n), got {X.shape} and {w.shape}")
+    level = 1.0 - _check_delta(delta)
+    S, n, _ = X.shape
+    out = np.ones(S)
+    if n < 2 or S == 0:
+        return out
+    step = max(1, GRAM_CHUNK // (n * n))
+    diag = np.arange(n)
+
+    def pair_mass(mask, ws):  # sum_{i, j} m_i m_j mask_ij per system
+        return np.einsum("si,si->s", ws, np.matmul(mask.astype(np.float64), ws[:, :, None])[:, :, 0])
+
+    for s0 in range(0, S, step):
+        Xs, ws = X[s0:s0 + step], w[s0:s0 + step]
+        close = np.matmul(Xs, Xs.transpose(0, 2, 1)) >= level
+        far = ~close
+        close[:, diag, diag] = far[:, diag, diag] = False
+        num, rest = pair_mass(close, ws), pair_mass(far, ws)
+        den = num + rest  # sum_{i != j} m_i m_j, summed so that all-close gives exactly 1, none exactly 0
+        out[s0:s0 + step] = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    return out
+
+
+def clustered_fraction(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> float | np.ndarray:
+    r"""Mass-weighted fraction of ordered pairs i != j with <x_i, x_j> >= 1 - delta.
+
+    sum_{i != j} m_i m_j 1[<x_i, x_j> >= 1 - delta] / sum_{i != j} m_i m_j with
+    delta = ``context.cluster_delta`` (``output.cluster_delta``, default 1e-3).
+    Dimensionless, in [0, 1]; 1.0 for n = 1 (no pairs).  points (n, d) and weights (n,)
+    give a float; points (S, n, d) and weights (S, n) (an ensemble) give an (S,) array,
+    one value per system (``clustered_fractions``).  On a mesh state the pairs are pairs
+    of cells: mass inside one cell is not counted.
+    """
+    X = np.asarray(points, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if X.ndim == 2:
+        return float(clustered_fractions(X[None], w[None], context.cluster_delta)[0])
+    return clustered_fractions(X, w, context.cluster_delta)
+
+
 def fourier_modes(points: ArrayLike, weights: ArrayLike, context: DiagnosticContext) -> np.ndarray:
     """d = 2: |mu_k| = |sum_j m_j exp(i k theta_j)| for k = 1..K (K = fourier_max_mode).
 
@@ -364,6 +437,7 @@ REGISTRY: dict[str, Diagnostic] = {
     "w_to_limit": Diagnostic(w_to_limit, "rad"),
     "dist_to_subspace": Diagnostic(dist_to_subspace, "rad"),
     "n_clusters": Diagnostic(n_clusters, "1"),
+    "clustered_fraction": Diagnostic(clustered_fraction, "1", ensemble=clustered_fraction),
     "fourier_modes": Diagnostic(fourier_modes, "1", vector=True),
 }
 

@@ -267,6 +267,7 @@ class OutputOptions(_Section):
     save_every: float = 0.1
     diagnostics: tuple = ("mass",)
     cluster_threshold: float = 0.05
+    cluster_delta: float = 1e-3
 
     def __post_init__(self):
         if not isinstance(self.path, str) or not self.path:
@@ -276,6 +277,9 @@ class OutputOptions(_Section):
         if not (_is_number(self.cluster_threshold) and 0 <= self.cluster_threshold < 1):
             raise ValueError(f"output.cluster_threshold must be a number in [0, 1) (a fraction of the "
                              f"state's largest density), got {self.cluster_threshold!r}")
+        if not (_is_number(self.cluster_delta) and 0 < self.cluster_delta < 2):
+            raise ValueError(f"output.cluster_delta must be a number in (0, 2) (pairs with <x_i, x_j> >= "
+                             f"1 - cluster_delta are clustered), got {self.cluster_delta!r}")
         if not isinstance(self.diagnostics, (list, tuple)) or not all(isinstance(x, str) for x in self.diagnostics):
             raise ValueError(f"output.diagnostics must be a list of names, got {self.diagnostics!r}")
         object.__setattr__(self, "diagnostics", tuple(self.diagnostics))

@@ -17,6 +17,12 @@ Kinds:
 ``rate``
     study: ``metric_min`` against the fit axis, log-log, with the fitted slope and the
     :math:`\\sqrt{\\log\\beta/\\beta}` reference.
+``phase``
+    study sweeping ``model.beta``: a heat map of a diagnostic (default
+    ``clustered_fraction``), averaged over the systems of each run, over
+    (:math:`\\beta`, t); the first time the mean reaches 1/2 and, for
+    :math:`Q = K = V = I`, the equiangular collapse time (``mfpde.equiangular``).
+    One panel per combination of the other swept axes (:func:`phase_table`).
 
 Every function returns a :class:`matplotlib.figure.Figure` made with pyplot, and never
 changes matplotlib's backend (in Jupyter the figures show inline, and so do the user's own);
@@ -29,6 +35,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
@@ -37,15 +44,17 @@ from .io import is_study_file  # re-exported: mfpde.plotting.is_study_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
     from .io import Result
     from .study import StudyResult
 
 __all__ = ["KINDS", "plot_file", "save_plot", "is_study_file", "plot_density", "plot_trajectories",
-           "plot_distance", "plot_energy", "plot_diagnostics", "plot_rate"]
+           "plot_distance", "plot_energy", "plot_diagnostics", "plot_rate", "plot_phase", "phase_table",
+           "PhasePanel", "half_crossing_time"]
 
 #: The figure kinds of :func:`plot_file` (``mfpde plot --kind``).
-KINDS = ("density", "trajectories", "distance", "energy", "diagnostics", "rate")
+KINDS = ("density", "trajectories", "distance", "energy", "diagnostics", "rate", "phase")
 
 #: A run, or labelled runs (a study's overlay).
 Runs = Union["Result", Sequence[tuple]]
@@ -276,6 +285,8 @@ def _series_label(name: str, result: "Result | None" = None) -> str:
         return "smallest atom / cell mass"
     if name == "n_clusters":
         return "number of clusters"
+    if name == "clustered_fraction":
+        return r"clustered fraction (pairs with $\langle x_i, x_j \rangle \geq 1 - \delta$)"
     m = re.fullmatch(r"fourier_mode_(\d+)", name)
     if m:
         return rf"$|\hat\mu_{{{m.group(1)}}}|$"
@@ -414,6 +425,249 @@ def plot_rate(study: "StudyResult") -> "Figure":
     return fig
 
 
+# --------------------------------------------------------------------------- phase diagram
+
+#: The swept key on the phase diagram's horizontal axis.
+PHASE_AXIS = "model.beta"
+#: The label of the fitted transition curve, and of the equiangular reference.
+HALF_LABEL = "mean = 1/2"
+EQUIANGULAR_LABEL = "equiangular ODE (rho0 = 0)"
+
+
+@dataclass(frozen=True)
+class PhasePanel:
+    """One panel of the phase diagram: the runs sharing the values ``others`` of the swept
+    axes other than ``model.beta``, sorted by beta.
+
+    betas (B,); times (T,) model time; mean (B, T): the diagnostic averaged over each run's
+    systems; sem (B, T): std over systems (ddof = 1) / sqrt(S), NaN for S = 1; crossing (B,):
+    :func:`half_crossing_time` of each mean row (NaN where it never reaches the level);
+    systems (B,): S per run; runs (B,): the runs' indices in the inputs of
+    :func:`phase_table`; theory (B,) or None: the equiangular collapse time t*(beta)
+    (``plot_phase`` fills it in, NaN where not computed).
+    """
+
+    others: dict
+    betas: np.ndarray
+    times: np.ndarray
+    mean: np.ndarray
+    sem: np.ndarray
+    crossing: np.ndarray
+    systems: np.ndarray
+    runs: tuple
+    theory: np.ndarray | None = None
+
+
+def half_crossing_time(times: "ArrayLike", mean: "ArrayLike", level: float = 0.5) -> float:
+    """The first time a series reaches ``level`` (model time), NaN if it never does.
+
+    With k the first snapshot with mean[k] >= level: times[0] if k = 0, else the linear
+    interpolation t[k-1] + (level - m[k-1]) (t[k] - t[k-1]) / (m[k] - m[k-1]) between the
+    last snapshot below the level and the first at or above it (an upward crossing).
+    """
+    t = np.asarray(times, dtype=np.float64)
+    m = np.asarray(mean, dtype=np.float64)
+    above = np.flatnonzero(m >= level)
+    if above.size == 0:
+        return math.nan
+    k = int(above[0])
+    if k == 0:
+        return float(t[0])
+    return float(t[k - 1] + (level - m[k - 1]) * (t[k] - t[k - 1]) / (m[k] - m[k - 1]))
+
+
+def _beta_value(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"the phase diagram needs finite numbers on its model.beta axis, got {value!r}")
+    return float(value)
+
+
+def phase_table(swept_values: Sequence[dict], times_list: Sequence, values_list: Sequence, *,
+                level: float = 0.5) -> list[PhasePanel]:
+    """The phase diagram's arrays, one :class:`PhasePanel` per combination of the swept axes
+    other than ``model.beta`` (in order of first appearance).
+
+    swept_values: one dict of swept values per run (``StudyResult.swept_values()``), each
+    with a ``model.beta`` key; times_list: each run's snapshot times (T,) -- all equal, to
+    1e-12 relative; values_list: each run's diagnostic series, (T,) for a single system or
+    (T, S) for an ensemble of S systems.  The mean over systems, its standard error (std with
+    ddof = 1 over sqrt(S); NaN for S = 1) and the first time the mean reaches ``level``
+    (:func:`half_crossing_time`) are computed per run.  ``ValueError`` (one line) without a
+    model.beta axis, with a non-finite or repeated beta, different time grids, or a series
+    that does not match the times.
+    """
+    swept_values = list(swept_values)
+    if len(times_list) != len(swept_values) or len(values_list) != len(swept_values):
+        raise ValueError(f"phase_table needs one time grid and one series per run: {len(swept_values)} runs, "
+                         f"{len(times_list)} time grids, {len(values_list)} series")
+    if not swept_values:
+        raise ValueError("the phase diagram needs at least one run")
+    if any(PHASE_AXIS not in v for v in swept_values):
+        axes = sorted(set().union(*swept_values))
+        raise ValueError(f"the phase diagram needs a {PHASE_AXIS} sweep axis; the study sweeps {axes}")
+    times = np.asarray(times_list[0], dtype=np.float64)
+    means, sems, systems = [], [], []
+    for k, (t, v) in enumerate(zip(times_list, values_list)):
+        t = np.asarray(t, dtype=np.float64)
+        if t.shape != times.shape or not np.allclose(t, times, rtol=1e-12, atol=0.0):
+            raise ValueError(f"the runs have different time grids: run {k} has {t.size} snapshots to "
+                             f"t = {t[-1] if t.size else math.nan:g}, run 0 has {times.size} to t = {times[-1]:g}")
+        v = np.asarray(v, dtype=np.float64)
+        shape = v.shape
+        if v.ndim == 1:
+            v = v[:, None]
+        if v.ndim != 2 or v.shape[0] != times.size or v.shape[1] < 1:
+            raise ValueError(f"run {k}: the series has shape {shape}, expected ({times.size},) or "
+                             f"({times.size}, S)")
+        S = v.shape[1]
+        means.append(v.mean(axis=1))
+        sems.append(v.std(axis=1, ddof=1) / math.sqrt(S) if S > 1 else np.full(times.size, math.nan))
+        systems.append(S)
+    groups: dict = {}
+    for k, values in enumerate(swept_values):
+        others = {a: x for a, x in values.items() if a != PHASE_AXIS}
+        key = json.dumps(others, sort_keys=False, default=str)
+        groups.setdefault(key, (others, []))[1].append(k)
+    panels = []
+    for others, runs in groups.values():
+        betas = np.array([_beta_value(swept_values[k][PHASE_AXIS]) for k in runs])
+        order = np.argsort(betas, kind="stable")
+        betas, runs = betas[order], tuple(runs[i] for i in order)
+        if np.any(np.diff(betas) == 0):
+            raise ValueError(f"model.beta = {betas[np.flatnonzero(np.diff(betas) == 0)[0]]:g} appears twice"
+                             f" in the panel {_swept_label(others) or '(no other axes)'}")
+        mean = np.array([means[k] for k in runs])
+        panels.append(PhasePanel(
+            others=others, betas=betas, times=times.copy(), mean=mean,
+            sem=np.array([sems[k] for k in runs]),
+            crossing=np.array([half_crossing_time(times, row, level) for row in mean]),
+            systems=np.array([systems[k] for k in runs], dtype=np.int64), runs=runs))
+    return panels
+
+
+def _beta_edges(betas):
+    """Cell edges along beta (geometric midpoints and a log axis when beta > 0 spans > 20x)."""
+    b = np.asarray(betas, dtype=np.float64)
+    log = bool(b.size > 1 and b.min() > 0 and b.max() / b.min() > 20)
+    x = np.log(b) if log else b
+    if x.size == 1:
+        edges = np.array([x[0] - 0.5, x[0] + 0.5])
+    else:
+        mid = 0.5 * (x[1:] + x[:-1])
+        edges = np.concatenate([[x[0] - (mid[0] - x[0])], mid, [x[-1] + (x[-1] - mid[-1])]])
+    if log:
+        return np.exp(edges), True
+    if b[0] >= 0:
+        edges[0] = max(edges[0], 0.0)
+    return edges, False
+
+
+def _draw_phase(panels: Sequence[PhasePanel], diagnostic: str = "clustered_fraction") -> "Figure":
+    """The phase diagram of :func:`phase_table`'s panels (no file access): per panel a
+    ``pcolormesh`` of mean.T over (beta edges, time edges), the half-crossing curve (where
+    any run crosses) and the theory curve (where ``panel.theory`` has a finite value)."""
+    from matplotlib.colors import Normalize
+
+    plt = _pyplot()
+    if diagnostic == "clustered_fraction":
+        norm = Normalize(vmin=0.0, vmax=1.0)
+    else:
+        finite = np.concatenate([p.mean[np.isfinite(p.mean)] for p in panels])
+        norm = Normalize(vmin=float(finite.min()), vmax=float(finite.max())) if finite.size else Normalize()
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), constrained_layout=True, squeeze=False)
+    mesh = None
+    for ax, panel in zip(axes.flat, panels):
+        edges, log = _beta_edges(panel.betas)
+        t_edges = _time_edges(panel.times)
+        mesh = ax.pcolormesh(edges, t_edges, panel.mean.T, shading="flat", cmap="viridis", norm=norm)
+        ok = np.isfinite(panel.crossing)
+        if ok.any():
+            ax.plot(panel.betas[ok], panel.crossing[ok], "o-", color="white", mec="black", lw=1.5, ms=4,
+                    label=HALF_LABEL)
+        if panel.theory is not None and np.isfinite(panel.theory).any():
+            good = np.isfinite(panel.theory)
+            ax.plot(panel.betas[good], panel.theory[good], "--", color="red", lw=1.5, label=EQUIANGULAR_LABEL)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_ylim(t_edges[0], t_edges[-1])
+        ax.set_xlabel(r"$\beta$")
+        ax.set_ylabel(r"$t$ (model time)")
+        S = sorted(set(int(s) for s in panel.systems))
+        systems = f"{S[0]} system{'s' if S[0] > 1 else ''}" if len(S) == 1 else f"{S[0]}-{S[-1]} systems"
+        ax.set_title(", ".join(x for x in (_swept_label(panel.others), systems) if x), fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.colorbar(mesh, ax=axes, label=f"{_series_label(diagnostic)}, mean over systems", shrink=0.85)
+    fig.suptitle(f"phase diagram: {diagnostic} over (β, t)")
+    return fig
+
+
+def _equiangular_inputs(result) -> tuple | None:
+    """(n, delta, normalization) of a run whose equiangular collapse time is defined: finite
+    beta, Q = K = V = I, tokens of equal mass, d >= n; None otherwise."""
+    model = result.model
+    weights = result.weights
+    if model is None or weights is None or model.is_zero_temperature:
+        return None
+    eye = np.eye(model.d)
+    if not all(np.array_equal(np.asarray(m), eye) for m in (model.Q, model.K, model.V)):
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    n = int(w.shape[-1])
+    if n < 2 or model.d < n or not np.allclose(w, w.reshape(-1)[0], rtol=1e-12, atol=0.0):
+        return None
+    config = result.config if isinstance(result.config, dict) else {}
+    output = config.get("output") or {}
+    delta = float(output.get("cluster_delta", 1e-3))
+    return n, delta, str(model.normalization)
+
+
+def _with_theory(panel: PhasePanel, inputs: Sequence) -> PhasePanel:
+    """The panel with ``theory`` = t*(beta) when every run has the same equiangular inputs."""
+    if not inputs or any(x is None for x in inputs) or len(set(inputs)) != 1:
+        return panel
+    from .equiangular import equiangular_collapse_time
+
+    n, delta, normalization = inputs[0]
+    theory = np.array([equiangular_collapse_time(float(b), n, normalization, delta=delta) for b in panel.betas])
+    return replace(panel, theory=theory)
+
+
+def plot_phase(study: "StudyResult", diagnostic: str = "clustered_fraction") -> "Figure":
+    """The phase diagram of a study that sweeps ``model.beta``: each run's ``diagnostic``,
+    averaged over its systems, as a heat map over (beta, t), one panel per combination of
+    the other swept axes; the first time the mean reaches 1/2 (``mean = 1/2``, where a run
+    reaches it) and, for runs with Q = K = V = I, equal masses and d >= n, the equiangular
+    collapse time t*(beta) with rho0 = 0 and delta = the run's ``output.cluster_delta``
+    (dashed).  ``ValueError`` (one line) without a model.beta axis, for a missing run file,
+    a run without the diagnostic, or runs on different time grids."""
+    from .io import load
+
+    if PHASE_AXIS not in study.axes:
+        raise ValueError(f"the phase diagram needs a {PHASE_AXIS} sweep axis; the study sweeps {list(study.axes)}")
+    swept = study.swept_values()
+    times_list, values_list, inputs = [], [], []
+    for p in study.run_paths:
+        if not os.path.exists(p):
+            raise ValueError(f"{p}: the study's run file is missing (run the study to the end first)")
+        result = load(p)
+        if diagnostic not in result.diagnostics:
+            raise ValueError(f"{p}: the run has no diagnostic {diagnostic!r} (it has {sorted(result.diagnostics)}); "
+                             f"add it to output.diagnostics")
+        times_list.append(np.asarray(result.times))
+        values_list.append(np.asarray(result.diagnostics[diagnostic]))
+        inputs.append(_equiangular_inputs(result))
+        del result
+    panels = phase_table(swept, times_list, values_list)
+    panels = [_with_theory(panel, [inputs[k] for k in panel.runs]) for panel in panels]
+    return _draw_phase(panels, diagnostic)
+
+
 _SHORT_KEYS = {"model.beta": "β", "initial.seed": "seed", "initial.n": "n", "solver.cells": "cells",
                "solver.dt": "dt"}
 
@@ -429,20 +683,25 @@ def _swept_label(values: dict) -> str:
 
 
 def plot_file(path: str | os.PathLike, kind: str | None = None,
-              series: Sequence[str] | None = None) -> "Figure":
+              series: Sequence[str] | None = None, diagnostic: str | None = None) -> "Figure":
     """The figure of ``kind`` for a run or study file (default: rate for a study, distance
     for a run with w_to_limit, otherwise density).  ``series`` names the diagnostics of the
-    ``diagnostics`` kind (default: all)."""
+    ``diagnostics`` kind (default: all); ``diagnostic`` the series of the ``phase`` kind
+    (default ``clustered_fraction``)."""
     from .io import load
     from .study import load_study
 
     if kind is not None and kind not in KINDS:
         raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if diagnostic is not None and kind != "phase":
+        raise ValueError("--diagnostic goes with --kind phase")
     if is_study_file(path):
         study = load_study(path)
         kind = kind or "rate"
         if kind == "rate":
             return plot_rate(study)
+        if kind == "phase":
+            return plot_phase(study, diagnostic or "clustered_fraction")
         runs = [(_swept_label(values), load(p))
                 for values, p in zip(study.swept_values(), study.run_paths) if os.path.exists(p)]
         if not runs:
@@ -453,7 +712,9 @@ def plot_file(path: str | os.PathLike, kind: str | None = None,
             return plot_energy(runs)
         if kind == "diagnostics":
             return plot_diagnostics(runs, series)
-        raise ValueError(f"a study file plots rate, distance, energy or diagnostics, not {kind!r}")
+        raise ValueError(f"a study file plots rate, phase, distance, energy or diagnostics, not {kind!r}")
+    if kind == "phase":
+        raise ValueError("the phase plot needs a study file that sweeps model.beta (mfpde study)")
     result = load(path)
     if kind is None:
         kind = "distance" if "w_to_limit" in result.diagnostics else "density"

@@ -165,7 +165,7 @@ def run(
 
     def context_of(state0):
         options = dict(memory_budget=W_MEMORY_BUDGET, cluster_threshold=config.output.cluster_threshold,
-                       cell_areas=method.cell_areas)
+                       cluster_delta=config.output.cluster_delta, cell_areas=method.cell_areas)
         if systems > 1:  # one context (one Pi#rho_0) per system
             return make_ensemble_context(config.model, *method.measure(state0), config.wasserstein, **options)
         return make_context(config.model, *method.measure(state0), config.wasserstein, **options)

@@ -28,14 +28,14 @@ def _context(model, X, w=None, **kw):
 
 def test_registry_names_and_units():
     assert set(REGISTRY) == {"mass", "min_mass", "energy", "w_to_limit", "dist_to_subspace",
-                             "n_clusters", "fourier_modes"}
+                             "n_clusters", "clustered_fraction", "fourier_modes"}
     for diag in REGISTRY.values():
         assert callable(diag) and diag.unit in ("1", "rad")
 
 
 def test_unknown_name_lists_valid_ones(rng):
     ctx = _context(Model(d=2), _circle(8))
-    with pytest.raises(ValueError, match="unknown diagnostic 'masss'.*valid names: dist_to_subspace"):
+    with pytest.raises(ValueError, match="unknown diagnostic 'masss'.*valid names: clustered_fraction, dist_to_subspace"):
         evaluate(["masss"], _circle(8), np.full(8, 1 / 8), ctx)
 
 

@@ -191,6 +191,9 @@ def _trial(section, key, method, d, files):
               "initial.kappas": [8.0, 8.0], "initial.weights": [1.0, 0.2]} if method == "fv" else
              {**n_clusters, "initial.kind": "file", "initial.path": files[d]["weighted"]}),
             {"output.cluster_threshold": 0.5}, d),
+        # pairs with <x_i, x_j> >= -0.5 instead of >= 0.999: the clustered fraction of a spread state moves
+        "output.cluster_delta": ({"output.diagnostics": ["mass", "clustered_fraction"]},
+                                 {"output.cluster_delta": 1.5}, d),
     }
     return table[f"{section}.{key}"]
 

@@ -60,7 +60,7 @@ def test_study_plots_have_content(files, kind):
 
 
 def test_cli_plot_png_and_pdf_and_bad_kind(files, tmp_path):
-    assert set(KINDS) == {"density", "trajectories", "distance", "energy", "diagnostics", "rate"}
+    assert set(KINDS) == {"density", "trajectories", "distance", "energy", "diagnostics", "rate", "phase"}
     for out in ("fig.png", "fig.pdf"):
         done = subprocess.run([sys.executable, "-m", "mfpde", "plot", str(files / "study.h5"), "-o", out],
                               cwd=tmp_path, capture_output=True, text=True)

@@ -11,7 +11,7 @@ import mfpde
 #: Modules whose whole public API is annotated.
 ANNOTATED = ["mfpde.field", "mfpde.initial", "mfpde.kernels", "mfpde.limit", "mfpde.sphere", "mfpde.model",
              "mfpde.runner", "mfpde.plotting", "mfpde.animation", "mfpde.mesh", "mfpde.solvers",
-             "mfpde.distances", "mfpde.study", "mfpde.config", "mfpde.diagnostics", "mfpde.io"]
+             "mfpde.distances", "mfpde.study", "mfpde.config", "mfpde.diagnostics", "mfpde.io", "mfpde.equiangular"]
 NOT_YET: set[str] = set()
 
 
