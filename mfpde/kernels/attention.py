@@ -37,19 +37,21 @@ which targets share its group, so results are bit-identical whatever the thread 
 import functools
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
 from ..model import Model
-from ._base import LOG2E, PRECISIONS, log2_masses
+from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, log2_masses
 from .blocked import BLOCKED_MIN_D, blocked_sums
 from ._jit import jit_parallel
 from ._tile import fused_shifted_pass, online_tile_pass
 from .registry import Attention, register_kernel
 
-__all__ = ["exact_sums", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
+__all__ = ["exact_sums", "ensemble_exact", "ensemble_kernel_applies", "make_ensemble_kernel", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
            "NumbaHardmax", "TILE", "TARGETS", "PRECISIONS", "UNROLLED_VALUES", "SHIFT_UNDERFLOW", "HARDMAX_TIE_ULPS"]
 
+LN2 = math.log(2.0)
 TILE = 256  # sources per tile: the (4, TILE) score buffer stays in L1
 TARGETS = 4  # targets per group (register blocking)
 UNROLLED_VALUES = 8  # value dimensions accumulated in registers in the fused pass
@@ -185,6 +187,117 @@ def make_shifted_sums(precision, d, dv):
     return kernel
 
 
+#: Ensemble kernel modes: what it writes per target (``make_ensemble_kernel``).
+ENSEMBLE_MODES = {"sums": 0, "softmax": 1, "uniform": 2}
+
+
+@functools.lru_cache(maxsize=None)
+def make_ensemble_kernel(precision, d, dv, mode, project):
+    """The exact kernel for an ensemble of small systems (at most ``TILE`` sources each).
+
+    ``kernel(X, Y, W, Bc, V, nchunks, Qp, Yp, Vp, Lp, out, den, smax)``: X (S, n, d)
+    targets, Y (S, m, d) sources (X itself for self-interaction), W (S, m) masses, Bc =
+    log2(e) beta B (d, d), V (dv, d) (float64, C-contiguous); Qp (S, n, d), Yp (S, d, m),
+    Vp (S, max(dv, 1), m), Lp (S, m): scratch of the working dtype; out (S, n, dv), den and
+    smax (S, n) float64.  Interactions stay inside a system.
+
+    Pass 1 (``prange`` over systems) packs each system's sources column-major (points,
+    values v_j = V y_j, log2 masses) and forms its queries q_i = Bc^T x_i, all inside the
+    kernel.  Pass 2 (``prange`` over ``nchunks`` contiguous runs of the S ceil(n / 4)
+    (system, group of four targets) items; buffers allocated once per run) runs
+    ``_tile.online_tile_pass`` over the m real sources of the system (no padding) and
+    finishes each target: ``mode`` "sums" writes N_i, S_i, M_i (log2 units); "softmax"
+    writes N_i / S_i, "uniform" 2^M_i N_i and, in den, log of the largest |coordinate|
+    (the caller's overflow check); ``project`` replaces the average a by the tangent
+    projection a - <x, a> x (dv = d).  A target's arithmetic depends only on its system and
+    group, never on S, the system's position or ``nchunks``: system s of an ensemble gives
+    the same bits as the same system alone (S = 1).
+    """
+    ftype = PRECISIONS[precision]
+    IS64 = precision == "float64"
+    D = int(d)
+    DV = int(dv)
+    FUSED = DV <= UNROLLED_VALUES
+    MODE = ENSEMBLE_MODES[mode]
+    PROJECT = bool(project)
+
+    @jit_parallel
+    def kernel(X, Y, W, Bc, V, nchunks, Qp, Yp, Vp, Lp, out, den, smax):
+        nsys = X.shape[0]
+        n = X.shape[1]
+        m = Y.shape[1]
+        # 1. per system: sources column-major, values, log2 masses, queries
+        for sy in prange(nsys):
+            for j in range(m):
+                for k in range(D):
+                    Yp[sy, k, j] = Y[sy, j, k]
+                for k in range(DV):
+                    v = 0.0
+                    for l in range(D):
+                        v += V[k, l] * Y[sy, j, l]
+                    Vp[sy, k, j] = v
+                Lp[sy, j] = np.log2(W[sy, j])  # -inf for a massless source
+            for i in range(n):
+                for k in range(D):
+                    a = 0.0
+                    for l in range(D):
+                        a += X[sy, i, l] * Bc[l, k]
+                    Qp[sy, i, k] = a
+        # 2. per (system, group of four targets): the online pass over the system's sources
+        ngroups = (n + TARGETS - 1) // TARGETS
+        items = nsys * ngroups
+        for c in prange(nchunks):
+            sbuf = np.empty((TARGETS, TILE), dtype=ftype)
+            cast = np.empty(1, dtype=ftype)
+            zero = ftype(0.0)
+            acc = np.zeros((TARGETS, DV))
+            total = np.zeros(TARGETS)
+            run_max = np.full(TARGETS, -np.inf)
+            avg = np.zeros(max(DV, 1))
+            for it in range(c * items // nchunks, (c + 1) * items // nchunks):
+                sy = it // ngroups
+                i0 = (it - sy * ngroups) * TARGETS
+                for r in range(TARGETS):
+                    for k in range(DV):
+                        acc[r, k] = 0.0
+                    total[r] = 0.0
+                    run_max[r] = -np.inf
+                q = Qp[sy]
+                online_tile_pass(q[i0], q[min(i0 + 1, n - 1)], q[min(i0 + 2, n - 1)], q[min(i0 + 3, n - 1)],
+                                 Yp[sy], Vp[sy], Lp[sy], 0, m, D, DV, IS64, FUSED, zero, sbuf, cast, acc, total,
+                                 run_max)
+                for r in range(min(TARGETS, n - i0)):
+                    i = i0 + r
+                    smax[sy, i] = run_max[r]
+                    if MODE == 0:
+                        for k in range(DV):
+                            out[sy, i, k] = acc[r, k]
+                        den[sy, i] = total[r]
+                        continue
+                    if MODE == 1:
+                        for k in range(DV):
+                            avg[k] = acc[r, k] / total[r]
+                    else:
+                        big = 0.0
+                        for k in range(DV):
+                            big = max(big, abs(acc[r, k]))
+                        den[sy, i] = run_max[r] * LN2 + np.log(big)
+                        scale = np.exp2(run_max[r])
+                        for k in range(DV):
+                            avg[k] = acc[r, k] * scale
+                    if PROJECT:
+                        dot = 0.0
+                        for k in range(DV):
+                            dot += X[sy, i, k] * avg[k]
+                        for k in range(DV):
+                            out[sy, i, k] = avg[k] - dot * X[sy, i, k]
+                    else:
+                        for k in range(DV):
+                            out[sy, i, k] = avg[k]
+
+    return kernel
+
+
 @jit_parallel
 def hardmax_sums(q, yT, vT, mass, tie_tol, num, den):
     """Hardmax (beta = inf for an empirical measure): attend to argmax_j <q_i, y_j>.
@@ -270,21 +383,96 @@ def exact_sums(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, 
     return num, den, smax
 
 
+def ensemble_kernel_applies(X, Y) -> bool:
+    """Whether ``ensemble_exact`` runs the ensemble X (S, n, d), Y (S, m, d): m <= ``TILE``
+    sources per system and d < ``BLOCKED_MIN_D`` (else ``exact_sums`` runs per system)."""
+    return Y.shape[1] <= TILE and X.shape[2] < BLOCKED_MIN_D
+
+
+def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, precision: str = "float64",
+                   mode: str | None = None, project: bool = True, values: bool = True):
+    """The exact kernel on an ensemble (``make_ensemble_kernel``): X (S, n, d), Y (S, m, d)
+    (X itself for self-interaction), weights (S, m), validated C-contiguous float64, m <= TILE.
+
+    ``mode`` None (the model's normalization): the field (``project``) or the average,
+    (S, n, d); ``OverflowError`` where the uniform normalization exceeds float64's range.
+    ``mode = "sums"``: (N (S, n, dv), S_i (S, n), M_i (S, n)), dv = 0 when ``values`` is
+    False.  Finite beta only.
+    """
+    mode = model.normalization if mode is None else mode
+    dtype = PRECISIONS[precision]
+    nsys, n, d = X.shape
+    m = Y.shape[1]
+    dv = model.V.shape[0] if (values or mode != "sums") else 0
+    out = np.empty((nsys, n, dv))
+    den = np.empty((nsys, n))
+    smax = np.empty((nsys, n))
+    if nsys * n:
+        Bc = np.ascontiguousarray((LOG2E * model.beta) * model.B)
+        V = np.ascontiguousarray(model.V[:dv], dtype=np.float64)
+        Qp = np.empty((nsys, n, d), dtype)
+        Yp = np.empty((nsys, d, m), dtype)
+        Vp = np.empty((nsys, max(dv, 1), m), dtype)
+        Lp = np.empty((nsys, m), dtype)
+        items = nsys * (-(-n // TARGETS))
+        nchunks = min(items, 8 * numba.get_num_threads())
+        kernel = make_ensemble_kernel(precision, d, dv, mode, project and mode != "sums")
+        kernel(X, Y, weights, Bc, V, nchunks, Qp, Yp, Vp, Lp, out, den, smax)
+    if mode == "sums":
+        return out, den, smax
+    if mode == "uniform" and nsys * n:
+        worst = np.unravel_index(int(np.argmax(den)), den.shape)
+        if den[worst] > LOG_FLOAT_MAX:
+            where = f"{worst[1]}" if nsys == 1 else f"{worst[1]} of system {worst[0]}"
+            raise OverflowError(
+                "uniform normalization overflows float64: the field at target "
+                f"{where} is about exp({den[worst]:.4g}) (beta = {model.beta:g}); "
+                "use normalization = \"softmax\" or a smaller beta"
+            )
+    return out
+
+
 @register_kernel("numba", "exact", precisions=("float64", "float32"))
 class NumbaExact(Attention):
-    """Every source, O(N M) time and O(N + M) memory (``exact_sums``)."""
+    """Every source, O(N M) time and O(N + M) memory (``exact_sums``).  Ensembles of systems
+    with at most ``TILE`` sources and d < ``BLOCKED_MIN_D`` run in one parallel pass
+    (``ensemble_exact``), one system (Y None or Y is X) as the ensemble of one; larger
+    systems run ``exact_sums`` one system at a time."""
+
+    ensembles = True
 
     def sums(self, X, Y, weights, values=True):
         return exact_sums(self.model, X, Y, weights, self.precision, values)
+
+    def ensemble_velocity(self, X, Y, weights):
+        if not ensemble_kernel_applies(X, Y):
+            return super().ensemble_velocity(X, Y, weights)
+        return ensemble_exact(self.model, X, Y, weights, self.precision, project=True)
+
+    def ensemble_average(self, X, Y, weights):
+        if not ensemble_kernel_applies(X, Y):
+            return super().ensemble_average(X, Y, weights)
+        return ensemble_exact(self.model, X, Y, weights, self.precision, project=False)
+
+    def ensemble_log_partition(self, X, Y, weights):
+        if not ensemble_kernel_applies(X, Y):
+            return super().ensemble_log_partition(X, Y, weights)
+        _, den, smax = ensemble_exact(self.model, X, Y, weights, self.precision, mode="sums", values=False)
+        return smax * LN2 + np.log(den)
 
 
 @register_kernel("numba", "hardmax", zero_temperature=True)
 class NumbaHardmax(Attention):
     """beta = inf, ``zero_temperature = "hardmax"``: attend to argmax_j <B^T x, y_j>, ties
     (within ``HARDMAX_TIE_ULPS`` ulps) sharing in proportion to their masses; the average
-    is sum_ties m_j V y_j / sum_ties m_j for both normalizations."""
+    is sum_ties m_j V y_j / sum_ties m_j for both normalizations.  Ensembles: one system at
+    a time (``Attention.ensemble_velocity``)."""
+
+    ensembles = True
 
     def average(self, X, Y, weights):
+        if np.ndim(X) == 3:
+            return self.ensemble_average(*self._ensemble_inputs(X, Y, weights))
         model = self.model
         q = np.ascontiguousarray(X @ model.B)  # rows (B^T x_i)^T
         yT = np.ascontiguousarray(Y.T)
