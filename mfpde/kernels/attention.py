@@ -578,7 +578,7 @@ def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
 class NumbaExact(Attention):
     """Every source, O(N M) time and O(N + M) memory (``exact_sums``).  Ensembles of systems
     with at most ``TILE`` sources and d < ``BLOCKED_MIN_D`` run in one parallel pass
-    (``ensemble_exact``), one system (Y None or Y is X) as the ensemble of one; larger
+    (``ensemble_exact``), one system (Y None or the same points as X) as the ensemble of one; larger
     systems run ``exact_sums`` one system at a time."""
 
     ensembles = True

@@ -46,6 +46,15 @@ def _points(name: str, value, d: int) -> np.ndarray:
     return arr
 
 
+def _same_points(X, Y) -> bool:
+    """Y None, or Y the same points as X: the same object or a view of the same memory with
+    the same shape, strides and dtype (``velocity(X[s], X[s], w)``): self-interaction."""
+    if Y is None or Y is X:
+        return True
+    return (isinstance(X, np.ndarray) and isinstance(Y, np.ndarray) and X.dtype == Y.dtype and X.shape == Y.shape
+            and X.strides == Y.strides and X.__array_interface__["data"][0] == Y.__array_interface__["data"][0])
+
+
 def _ensemble_points(name: str, value, d: int, systems: int | None = None) -> np.ndarray:
     arr = np.ascontiguousarray(value, dtype=np.float64)
     if arr.ndim != 3 or arr.shape[2] != d or (systems is not None and arr.shape[0] != systems):
@@ -163,7 +172,7 @@ class Attention:
                 X = _ensemble_points("X", X, d)
                 return tangent_projection(X, continuum_average(self.model, X))
             return self.ensemble_velocity(*self._ensemble_inputs(X, Y, weights))
-        self_interaction = Y is None or Y is X
+        self_interaction = _same_points(X, Y)
         X = _points("X", X, d)
         if self.kernel == "continuum":
             return tangent_projection(X, continuum_average(self.model, X))
@@ -186,7 +195,7 @@ class Attention:
             raise ValueError("log_partition needs a finite beta")
         if np.ndim(X) == 3:
             return self.ensemble_log_partition(*self._ensemble_inputs(X, Y, weights))
-        self_interaction = Y is None or Y is X
+        self_interaction = _same_points(X, Y)
         X = np.asarray(X, dtype=np.float64)
         Y = X if self_interaction else np.asarray(Y, dtype=np.float64)
         m = np.full(len(Y), 1.0 / len(Y)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -209,7 +218,7 @@ class Attention:
         for self-interaction.  ``ValueError`` where the kernel takes one system only."""
         self._refuse_ensemble()
         d = self.model.d
-        self_interaction = Y is None or Y is X
+        self_interaction = _same_points(X, Y)
         X = _ensemble_points("X", X, d)
         Y = X if self_interaction else _ensemble_points("Y", Y, d, systems=len(X))
         if Y.shape[1] == 0:
