@@ -56,6 +56,10 @@ def velocity(
     weights : (M,) array, optional
         Source masses m_j >= 0; default 1/M each.  Used as given: softmax is invariant to
         their total, the uniform normalization scales with it.
+        An ensemble of S independent systems (exact kernel on the cpu backend, hardmax,
+        continuum, the numpy reference): X (S, N, d), Y None or (S, M, d), weights None or
+        (S, M); returns (S, N, d), system s bit for bit the field of X[s] alone
+        (docs/methods.md, "Ensembles in the kernel").
     kernel : {"exact", "truncated"}
         ``exact`` sums over every source in O(N M) time and O(N + M) memory.
         ``truncated`` (large beta) keeps, for each target, only the sources whose weight

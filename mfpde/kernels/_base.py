@@ -61,7 +61,7 @@ def finish(model: "Model", num: np.ndarray, den: np.ndarray, smax2: np.ndarray) 
 
 def continuum_average(model: "Model", X: np.ndarray) -> np.ndarray:
     """The beta = inf continuum drift V B^T x / |B^T x| (zero where B^T x = 0), untangented."""
-    bx = X @ model.B  # rows (B^T x)^T
-    norm = np.linalg.norm(bx, axis=1, keepdims=True)
+    bx = X @ model.B  # rows (B^T x)^T; (S, n, d) ensembles: numpy's stacked matmul, one gemm per system
+    norm = np.linalg.norm(bx, axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, (bx @ model.V.T) / norm, 0.0)

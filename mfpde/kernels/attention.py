@@ -37,19 +37,22 @@ which targets share its group, so results are bit-identical whatever the thread 
 import functools
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
 from ..model import Model
-from ._base import LOG2E, PRECISIONS, log2_masses
+from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, log2_masses
 from .blocked import BLOCKED_MIN_D, blocked_sums
 from ._jit import jit_parallel
 from ._tile import fused_shifted_pass, online_tile_pass
+from .fastexp import exp2_32, exp2_64
 from .registry import Attention, register_kernel
 
-__all__ = ["exact_sums", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
+__all__ = ["exact_sums", "ensemble_exact", "ensemble_kernel_applies", "make_ensemble_kernel", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
            "NumbaHardmax", "TILE", "TARGETS", "PRECISIONS", "UNROLLED_VALUES", "SHIFT_UNDERFLOW", "HARDMAX_TIE_ULPS"]
 
+LN2 = math.log(2.0)
 TILE = 256  # sources per tile: the (4, TILE) score buffer stays in L1
 TARGETS = 4  # targets per group (register blocking)
 UNROLLED_VALUES = 8  # value dimensions accumulated in registers in the fused pass
@@ -185,6 +188,257 @@ def make_shifted_sums(precision, d, dv):
     return kernel
 
 
+#: Ensemble kernel modes: what it writes per target (``make_ensemble_kernel``).
+ENSEMBLE_MODES = {"sums": 0, "softmax": 1, "uniform": 2}
+#: Ensemble kernel: targets per work item (the vectorized inner loop runs over them).
+ENSEMBLE_TARGETS = 32
+
+
+@functools.lru_cache(maxsize=None)
+def make_ensemble_kernel(precision, d, dv, mode, project):
+    """The exact kernel for an ensemble of small systems (at most ``TILE`` sources each).
+
+    ``kernel(X, Y, W, Bc, VT, nchunks, Qt, Yc, Vc, Lp, U, out, den, smax)``: X (S, n, d)
+    targets, Y (S, m, d) sources (X itself for self-interaction), W (S, m) masses, Bc =
+    log2(e) beta B (d, d), VT = V^T (d, dv) (float64, C-contiguous); Qt (S, d, n), Yc (S, m, d),
+    Vc (S, m, max(dv, 1)), Lp (S, m), U (S, n): scratch of the working dtype; out
+    (S, n, max(dv, 1)), den and smax (S, n) float64.  Interactions stay inside a system.
+
+    Pass 1 (``prange`` over systems) forms, inside the kernel, each system's queries
+    q_i = Bc^T x_i (stored column-major: the targets contiguous), values v_j = V y_j,
+    log2 masses l_j and the Cauchy-Schwarz shift of every target,
+    U_i = |q_i| max_j |y_j| (1 + margin) + max_j l_j >= max_j s_ij (massive sources).
+
+    Pass 2 (``prange`` over ``nchunks`` contiguous runs of the (system, block of
+    ``ENSEMBLE_TARGETS`` targets) items; buffers allocated once per run) is one fused pass
+    over the system's m real sources (no padding): per source, for every target of the
+    block, s = l_j - U_i + <q_i, y_j>, e = 2^s (``exp2_64`` / ``exp2_32``, every exponent
+    <= 0 up to rounding), S_i += e, N_i += e v_j.  The loop over targets is the inner one,
+    so LLVM vectorizes it: no score is stored, no maximum is taken, and no horizontal sum
+    is needed.  A target whose S_i < ``SHIFT_UNDERFLOW`` (the bound overshot its maximum so
+    far that the largest term may have underflowed: large beta) is recomputed alone with
+    its exact maximum (two scalar passes).  Sums are in the working precision, then
+    float64.
+
+    Each target is then finished: ``mode`` "sums" writes N_i, S_i, M_i (log2 units);
+    "softmax" writes N_i / S_i, "uniform" 2^M_i N_i and, in den, the log of its largest
+    |coordinate| (the caller's overflow check); ``project`` replaces the average a by the
+    tangent projection a - <x, a> x (dv = d).
+
+    The arithmetic of a target depends only on its system (and the system's n, m), never
+    on S, the system's position in the ensemble or ``nchunks``: system s of an ensemble
+    gives the same bits as the same system alone (S = 1), whatever the thread count.
+    """
+    ftype = PRECISIONS[precision]
+    IS64 = precision == "float64"
+    D = int(d)
+    DV = int(dv)
+    DVB = max(DV, 1)
+    MODE = ENSEMBLE_MODES[mode]
+    PROJECT = bool(project)
+    TB = ENSEMBLE_TARGETS
+    MARGIN = 1e-12 if IS64 else 1e-6
+    UNDER = SHIFT_UNDERFLOW[precision]
+
+    @jit_parallel
+    def kernel(X, Y, W, Bc, VT, nchunks, Qt, Yc, Vc, Lp, U, out, den, smax):
+        nsys = X.shape[0]
+        n = X.shape[1]
+        m = Y.shape[1]
+        # 1. per system: queries (column-major), points and values, log2 masses, shifts
+        for sy in prange(nsys):
+            row = np.empty(max(D, DV))  # one query or value, accumulated over the input's coordinates
+            ymax2 = 0.0
+            lmax = -np.inf
+            wprev = -1.0
+            lj = -np.inf
+            for j in range(m):
+                w = W[sy, j]
+                if w != wprev:  # equal masses (the usual case) take one log2
+                    lj = np.log2(w) if w > 0.0 else -np.inf
+                    wprev = w
+                Lp[sy, j] = lj
+                yy = 0.0
+                for k in range(DV):
+                    row[k] = 0.0
+                for kk in range(D):
+                    y = Y[sy, j, kk]
+                    Yc[sy, j, kk] = y
+                    yy += y * y
+                    for k in range(DV):  # v_j = V y_j: the inner loop over k vectorizes
+                        row[k] += y * VT[kk, k]
+                for k in range(DV):
+                    Vc[sy, j, k] = row[k]
+                if w > 0.0:
+                    ymax2 = max(ymax2, yy)
+                    lmax = max(lmax, lj)
+            ybound = math.sqrt(ymax2) * (1.0 + MARGIN)
+            for i in range(n):
+                for k in range(D):
+                    row[k] = 0.0
+                for kk in range(D):
+                    x = X[sy, i, kk]
+                    for k in range(D):
+                        row[k] += x * Bc[kk, k]
+                qq = 0.0
+                for k in range(D):
+                    qk = ftype(row[k])
+                    Qt[sy, k, i] = qk
+                    qq += np.float64(qk) * np.float64(qk)
+                U[sy, i] = math.sqrt(qq) * ybound + lmax
+        # 2. per (system, block of targets): one fused pass over the system's sources
+        nblocks = (n + TB - 1) // TB
+        items = nsys * nblocks
+        for c in prange(nchunks):
+            acc = np.empty((DV + 1, TB), dtype=ftype)  # rows 0..DV-1: N, row DV: S
+            avg = np.empty(DVB)
+            for it in range(c * items // nchunks, (c + 1) * items // nchunks):
+                sy = it // nblocks
+                i0 = (it - sy * nblocks) * TB
+                nb = min(TB, n - i0)
+                q = Qt[sy]
+                u = U[sy]
+                for k in range(DV + 1):
+                    for ii in range(nb):
+                        acc[k, ii] = 0.0
+                # rows sliced from the block's first target: indices from 0, so LLVM sees
+                # non-negative unit-stride accesses and vectorizes the target loop
+                ub = u[i0 : i0 + nb]
+                q0b = q[0, i0 : i0 + nb]
+                q1b = q[1, i0 : i0 + nb]
+                q2b = q[2 if D > 2 else 1, i0 : i0 + nb]
+                q3b = q[3 if D > 3 else 1, i0 : i0 + nb]
+                q4b = q[4 if D > 4 else 1, i0 : i0 + nb]
+                q5b = q[5 if D > 5 else 1, i0 : i0 + nb]
+                q6b = q[6 if D > 6 else 1, i0 : i0 + nb]
+                q7b = q[7 if D > 7 else 1, i0 : i0 + nb]
+                tb = acc[DV]
+                a0b = acc[0]
+                a1b = acc[1 if DV > 1 else 0]
+                a2b = acc[2 if DV > 2 else 0]
+                a3b = acc[3 if DV > 3 else 0]
+                a4b = acc[4 if DV > 4 else 0]
+                a5b = acc[5 if DV > 5 else 0]
+                a6b = acc[6 if DV > 6 else 0]
+                a7b = acc[7 if DV > 7 else 0]
+                for j in range(m):
+                    lj = Lp[sy, j]
+                    if lj == -np.inf:
+                        continue  # a massless source adds nothing
+                    y0 = Yc[sy, j, 0]
+                    y1 = Yc[sy, j, 1]
+                    y2 = Yc[sy, j, 2 if D > 2 else 1]
+                    y3 = Yc[sy, j, 3 if D > 3 else 1]
+                    y4 = Yc[sy, j, 4 if D > 4 else 1]
+                    y5 = Yc[sy, j, 5 if D > 5 else 1]
+                    y6 = Yc[sy, j, 6 if D > 6 else 1]
+                    y7 = Yc[sy, j, 7 if D > 7 else 1]
+                    v0 = Vc[sy, j, 0]
+                    v1 = Vc[sy, j, 1 if DV > 1 else 0]
+                    v2 = Vc[sy, j, 2 if DV > 2 else 0]
+                    v3 = Vc[sy, j, 3 if DV > 3 else 0]
+                    v4 = Vc[sy, j, 4 if DV > 4 else 0]
+                    v5 = Vc[sy, j, 5 if DV > 5 else 0]
+                    v6 = Vc[sy, j, 6 if DV > 6 else 0]
+                    v7 = Vc[sy, j, 7 if DV > 7 else 0]
+                    for ii in range(nb):
+                        sc = (lj - ub[ii]) + q0b[ii] * y0 + q1b[ii] * y1
+                        if D > 2:
+                            sc += q2b[ii] * y2
+                        if D > 3:
+                            sc += q3b[ii] * y3
+                        if D > 4:
+                            sc += q4b[ii] * y4
+                        if D > 5:
+                            sc += q5b[ii] * y5
+                        if D > 6:
+                            sc += q6b[ii] * y6
+                        if D > 7:
+                            sc += q7b[ii] * y7
+                        for k in range(8, D):
+                            sc += q[k, i0 + ii] * Yc[sy, j, k]
+                        e = exp2_64(sc) if IS64 else exp2_32(sc)
+                        tb[ii] += e
+                        if DV > 0:
+                            a0b[ii] += e * v0
+                        if DV > 1:
+                            a1b[ii] += e * v1
+                        if DV > 2:
+                            a2b[ii] += e * v2
+                        if DV > 3:
+                            a3b[ii] += e * v3
+                        if DV > 4:
+                            a4b[ii] += e * v4
+                        if DV > 5:
+                            a5b[ii] += e * v5
+                        if DV > 6:
+                            a6b[ii] += e * v6
+                        if DV > 7:
+                            a7b[ii] += e * v7
+                        for k in range(8, DV):
+                            acc[k, ii] += e * Vc[sy, j, k]
+                # finish each target of the block
+                for ii in range(nb):
+                    i = i0 + ii
+                    total = np.float64(acc[DV, ii])
+                    shift = np.float64(u[i])
+                    for k in range(DV):
+                        avg[k] = acc[k, ii]
+                    if not total >= UNDER:
+                        # the bound overshot: the exact maximum, then the sums again
+                        best = ftype(-np.inf)
+                        for j in range(m):
+                            if Lp[sy, j] > -np.inf:
+                                sc = Lp[sy, j]
+                                for k in range(D):
+                                    sc += q[k, i] * Yc[sy, j, k]
+                                best = max(best, sc)
+                        ts = ftype(0.0)
+                        for k in range(DV):
+                            acc[k, ii] = 0.0
+                        for j in range(m):
+                            if Lp[sy, j] > -np.inf:
+                                sc = Lp[sy, j] - best
+                                for k in range(D):
+                                    sc += q[k, i] * Yc[sy, j, k]
+                                e = exp2_64(sc) if IS64 else exp2_32(sc)
+                                ts += e
+                                for k in range(DV):
+                                    acc[k, ii] += e * Vc[sy, j, k]
+                        total = np.float64(ts)
+                        shift = np.float64(best)
+                        for k in range(DV):
+                            avg[k] = acc[k, ii]
+                    smax[sy, i] = shift
+                    if MODE == 0:
+                        for k in range(DV):
+                            out[sy, i, k] = avg[k]
+                        den[sy, i] = total
+                        continue
+                    if MODE == 1:
+                        for k in range(DV):
+                            avg[k] = avg[k] / total
+                    else:
+                        big = 0.0
+                        for k in range(DV):
+                            big = max(big, abs(avg[k]))
+                        den[sy, i] = shift * LN2 + np.log(big)
+                        scale = np.exp2(shift)
+                        for k in range(DV):
+                            avg[k] = avg[k] * scale
+                    if PROJECT:
+                        dot = 0.0
+                        for k in range(DV):
+                            dot += X[sy, i, k] * avg[k]
+                        for k in range(DV):
+                            out[sy, i, k] = avg[k] - dot * X[sy, i, k]
+                    else:
+                        for k in range(DV):
+                            out[sy, i, k] = avg[k]
+
+    return kernel
+
+
 @jit_parallel
 def hardmax_sums(q, yT, vT, mass, tie_tol, num, den):
     """Hardmax (beta = inf for an empirical measure): attend to argmax_j <q_i, y_j>.
@@ -270,21 +524,97 @@ def exact_sums(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, 
     return num, den, smax
 
 
+def ensemble_kernel_applies(X, Y) -> bool:
+    """Whether ``ensemble_exact`` runs the ensemble X (S, n, d), Y (S, m, d): m <= ``TILE``
+    sources per system and d < ``BLOCKED_MIN_D`` (else ``exact_sums`` runs per system)."""
+    return Y.shape[1] <= TILE and X.shape[2] < BLOCKED_MIN_D
+
+
+def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, precision: str = "float64",
+                   mode: str | None = None, project: bool = True, values: bool = True):
+    """The exact kernel on an ensemble (``make_ensemble_kernel``): X (S, n, d), Y (S, m, d)
+    (X itself for self-interaction), weights (S, m), validated C-contiguous float64, m <= TILE.
+
+    ``mode`` None (the model's normalization): the field (``project``) or the average,
+    (S, n, d); ``OverflowError`` where the uniform normalization exceeds float64's range.
+    ``mode = "sums"``: (N (S, n, dv), S_i (S, n), M_i (S, n)), dv = 0 when ``values`` is
+    False.  Finite beta only.
+    """
+    mode = model.normalization if mode is None else mode
+    dtype = PRECISIONS[precision]
+    nsys, n, d = X.shape
+    m = Y.shape[1]
+    dv = model.V.shape[0] if (values or mode != "sums") else 0
+    out = np.empty((nsys, n, dv))
+    den = np.empty((nsys, n))
+    smax = np.empty((nsys, n))
+    if nsys * n:
+        Bc = np.ascontiguousarray((LOG2E * model.beta) * model.B)
+        VT = np.ascontiguousarray(model.V[:dv].T, dtype=np.float64)
+        Qt = np.empty((nsys, d, n), dtype)
+        Yc = np.empty((nsys, m, d), dtype)
+        Vc = np.empty((nsys, m, max(dv, 1)), dtype)
+        Lp = np.empty((nsys, m), dtype)
+        U = np.empty((nsys, n), dtype)
+        items = nsys * (-(-n // ENSEMBLE_TARGETS))
+        nchunks = min(items, 8 * numba.get_num_threads())
+        kernel = make_ensemble_kernel(precision, d, dv, mode, project and mode != "sums")
+        kernel(X, Y, weights, Bc, VT, nchunks, Qt, Yc, Vc, Lp, U, out, den, smax)
+    if mode == "sums":
+        return out, den, smax
+    if mode == "uniform" and nsys * n:
+        worst = np.unravel_index(int(np.argmax(den)), den.shape)
+        if den[worst] > LOG_FLOAT_MAX:
+            where = f"{worst[1]}" if nsys == 1 else f"{worst[1]} of system {worst[0]}"
+            raise OverflowError(
+                "uniform normalization overflows float64: the field at target "
+                f"{where} is about exp({den[worst]:.4g}) (beta = {model.beta:g}); "
+                "use normalization = \"softmax\" or a smaller beta"
+            )
+    return out
+
+
 @register_kernel("numba", "exact", precisions=("float64", "float32"))
 class NumbaExact(Attention):
-    """Every source, O(N M) time and O(N + M) memory (``exact_sums``)."""
+    """Every source, O(N M) time and O(N + M) memory (``exact_sums``).  Ensembles of systems
+    with at most ``TILE`` sources and d < ``BLOCKED_MIN_D`` run in one parallel pass
+    (``ensemble_exact``), one system (Y None or the same points as X) as the ensemble of one; larger
+    systems run ``exact_sums`` one system at a time."""
+
+    ensembles = True
 
     def sums(self, X, Y, weights, values=True):
         return exact_sums(self.model, X, Y, weights, self.precision, values)
+
+    def ensemble_velocity(self, X, Y, weights):
+        if not ensemble_kernel_applies(X, Y):
+            return super().ensemble_velocity(X, Y, weights)
+        return ensemble_exact(self.model, X, Y, weights, self.precision, project=True)
+
+    def ensemble_average(self, X, Y, weights):
+        if not ensemble_kernel_applies(X, Y):
+            return super().ensemble_average(X, Y, weights)
+        return ensemble_exact(self.model, X, Y, weights, self.precision, project=False)
+
+    def ensemble_log_partition(self, X, Y, weights):
+        if not ensemble_kernel_applies(X, Y):
+            return super().ensemble_log_partition(X, Y, weights)
+        _, den, smax = ensemble_exact(self.model, X, Y, weights, self.precision, mode="sums", values=False)
+        return smax * LN2 + np.log(den)
 
 
 @register_kernel("numba", "hardmax", zero_temperature=True)
 class NumbaHardmax(Attention):
     """beta = inf, ``zero_temperature = "hardmax"``: attend to argmax_j <B^T x, y_j>, ties
     (within ``HARDMAX_TIE_ULPS`` ulps) sharing in proportion to their masses; the average
-    is sum_ties m_j V y_j / sum_ties m_j for both normalizations."""
+    is sum_ties m_j V y_j / sum_ties m_j for both normalizations.  Ensembles: one system at
+    a time (``Attention.ensemble_velocity``)."""
+
+    ensembles = True
 
     def average(self, X, Y, weights):
+        if np.ndim(X) == 3:
+            return self.ensemble_average(*self._ensemble_inputs(X, Y, weights))
         model = self.model
         q = np.ascontiguousarray(X @ model.B)  # rows (B^T x_i)^T
         yT = np.ascontiguousarray(Y.T)

@@ -48,7 +48,10 @@ def log_partition_numpy(model, X, Y, weights, chunk=1024):
 @register_kernel("numpy", "exact")
 class NumpyReference(Attention):
     """The dense NumPy reference (finite beta): ``attention_average_numpy`` and
-    ``log_partition_numpy`` in blocks of targets; memory chunk * M * 8 bytes."""
+    ``log_partition_numpy`` in blocks of targets; memory chunk * M * 8 bytes.  Ensembles: a
+    plain loop over the systems (the reference of the ensemble kernels)."""
+
+    ensembles = True
 
     def kernel_sums(self, q, Y, VY, log2m, chunk=1024):
         """(N, S, M) by dense blocks of targets (log2 units; the backend contract)."""
@@ -64,11 +67,18 @@ class NumpyReference(Attention):
         return num, den, smax
 
     def average(self, X, Y, weights):
+        if np.ndim(X) == 3:
+            return self.ensemble_average(*self._ensemble_inputs(X, Y, weights))
         return attention_average_numpy(self.model, X, Y, weights)
+
+    def ensemble_log_partition(self, X, Y, weights):
+        return np.stack([log_partition_numpy(self.model, X[s], Y[s], weights[s]) for s in range(len(X))])
 
     def log_partition(self, X, Y=None, weights=None):
         if self.model.is_zero_temperature:
             raise ValueError("log_partition needs a finite beta")
+        if np.ndim(X) == 3:
+            return self.ensemble_log_partition(*self._ensemble_inputs(X, Y, weights))
         X = np.asarray(X, dtype=np.float64)
         Y = X if Y is None else np.asarray(Y, dtype=np.float64)
         m = np.full(len(Y), 1.0 / len(Y)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -78,7 +88,11 @@ class NumpyReference(Attention):
 @register_kernel("numpy", "continuum", zero_temperature=True)
 class ContinuumAttention(Attention):
     """beta = inf, ``zero_temperature = "continuum"``: P_x V B^T x / |B^T x| (the Laplace
-    limit for a density with full support; the sources play no part)."""
+    limit for a density with full support; the sources play no part).  Pointwise, so an
+    ensemble (S, n, d) is one stacked computation (numpy's matmul runs one gemm per system:
+    the same bits as the system alone)."""
+
+    ensembles = True
 
     def average(self, X, Y=None, weights=None):
         return continuum_average(self.model, X)

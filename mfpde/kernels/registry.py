@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from numpy.typing import ArrayLike
 
-from .._masses import check_masses
+from .._masses import POSITIVE_SUM, check_masses
 from ..options import BACKENDS
 from ..model import Model
 from ..sphere import tangent_projection
@@ -44,6 +44,39 @@ def _points(name: str, value, d: int) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite")
     return arr
+
+
+def _same_points(X, Y) -> bool:
+    """Y None, or Y the same points as X: the same object or a view of the same memory with
+    the same shape, strides and dtype (``velocity(X[s], X[s], w)``): self-interaction."""
+    if Y is None or Y is X:
+        return True
+    return (isinstance(X, np.ndarray) and isinstance(Y, np.ndarray) and X.dtype == Y.dtype and X.shape == Y.shape
+            and X.strides == Y.strides and X.__array_interface__["data"][0] == Y.__array_interface__["data"][0])
+
+
+def _ensemble_points(name: str, value, d: int, systems: int | None = None) -> np.ndarray:
+    arr = np.ascontiguousarray(value, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[2] != d or (systems is not None and arr.shape[0] != systems):
+        want = f"({'S' if systems is None else systems}, N, {d})"
+        raise ValueError(f"{name} must have shape {want} for an ensemble in d = {d}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _ensemble_masses(weights, systems: int, m: int) -> np.ndarray:
+    """(S, m) masses, each row checked as ``check_masses`` does; None gives 1/m each."""
+    if weights is None:
+        return np.full((systems, m), 1.0 / m)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    if w.shape != (systems, m):
+        raise ValueError(f"weights must have shape ({systems}, {m}) for an ensemble (one row per system, "
+                         f"one mass per source), got {w.shape}")
+    bad = ~(np.isfinite(w).all(axis=1) & (w >= 0).all(axis=1) & (w.sum(axis=1) > 0))
+    if bad.any():
+        raise ValueError(POSITIVE_SUM.format(name="weights") + f" in every system (system {int(np.argmax(bad))})")
+    return w
 
 
 class Attention:
@@ -65,6 +98,10 @@ class Attention:
     #: True for an implementation of a beta = inf field (its kernel name is the model's
     #: ``zero_temperature``); such kernels are not offered by name for finite beta.
     zero_temperature: bool = False
+    #: True where ``velocity``, ``average`` and ``log_partition`` take an ensemble: X of shape
+    #: (S, n, d), S independent systems, each interacting with itself only (docs/methods.md,
+    #: "Ensembles in the kernel").  Others raise ``ValueError`` on three-dimensional input.
+    ensembles: bool = False
 
     def __init__(self, model: Model, tolerance: float = 1e-12, precision: str = "float64"):
         self.model = model
@@ -109,8 +146,11 @@ class Attention:
 
         softmax: sum_j m_j e^{beta <Q x, K y_j>} V y_j / sum_j m_j e^{beta <Q x, K y_j>};
         uniform: the numerator alone (``OverflowError`` beyond float64's range).  Inputs as
-        for ``sums`` (validated by the caller).
+        for ``sums`` (validated by the caller).  An ensemble (X (S, n, d), Y (S, m, d) or
+        None, weights (S, m) or None) gives (S, n, d) where ``ensembles`` is True.
         """
+        if np.ndim(X) == 3:
+            return self.ensemble_average(*self._ensemble_inputs(X, Y, weights))
         return finish(self.model, *self.sums(X, Y, weights))
 
     def velocity(self, X: ArrayLike, Y: ArrayLike | None = None, weights: ArrayLike | None = None) -> np.ndarray:
@@ -119,30 +159,94 @@ class Attention:
         Y defaults to X, weights to 1/M each (used as given: softmax is invariant to their
         total, the uniform normalization scales with it).  Checks shapes, finiteness and the
         masses; tangent vectors per unit time, shape (n, d).
+
+        Ensembles (where ``ensembles`` is True): X of shape (S, n, d) holds S independent
+        systems; Y None (each system its own sources) or (S, m, d); weights None (1/m each)
+        or (S, m), each row checked as one system's masses.  Returns (S, n, d); with Y None,
+        system s gives the same bits as ``velocity(X[s], weights=weights[s])``.
         """
         d = self.model.d
+        if np.ndim(X) == 3:
+            if self.kernel == "continuum":
+                self._refuse_ensemble()
+                X = _ensemble_points("X", X, d)
+                return tangent_projection(X, continuum_average(self.model, X))
+            return self.ensemble_velocity(*self._ensemble_inputs(X, Y, weights))
+        self_interaction = _same_points(X, Y)
         X = _points("X", X, d)
         if self.kernel == "continuum":
             return tangent_projection(X, continuum_average(self.model, X))
-        Y = X if Y is None else _points("Y", Y, d)
+        Y = X if self_interaction else _points("Y", Y, d)
         if len(Y) == 0:
             raise ValueError("Y must hold at least one source point")
         m = check_masses(weights, len(Y), "weights", shape_note=" (one per source)", contiguous=True)
+        if self_interaction and self.ensembles:  # one system: the S = 1 ensemble (same bits)
+            return self.ensemble_velocity(X[None], X[None], m[None])[0]
         return tangent_projection(X, self.average(X, Y, m))
 
     def log_partition(self, X: ArrayLike, Y: ArrayLike | None = None,
                       weights: ArrayLike | None = None) -> np.ndarray:
         """log Z_i = log sum_j m_j exp(beta <Q x_i, K y_j>) at each target, shape (n,).
 
-        Y defaults to X, the masses to 1/M.  ``ValueError`` at beta = inf.
+        Y defaults to X, the masses to 1/M.  ``ValueError`` at beta = inf.  An ensemble
+        (as for ``velocity``) gives (S, n).
         """
         if self.model.is_zero_temperature:
             raise ValueError("log_partition needs a finite beta")
+        if np.ndim(X) == 3:
+            return self.ensemble_log_partition(*self._ensemble_inputs(X, Y, weights))
+        self_interaction = _same_points(X, Y)
         X = np.asarray(X, dtype=np.float64)
-        Y = X if Y is None else np.asarray(Y, dtype=np.float64)
+        Y = X if self_interaction else np.asarray(Y, dtype=np.float64)
         m = np.full(len(Y), 1.0 / len(Y)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if self_interaction and self.ensembles and X.ndim == 2 and m.shape == (len(X),):
+            return self.ensemble_log_partition(np.ascontiguousarray(X)[None], np.ascontiguousarray(X)[None],
+                                               np.ascontiguousarray(m)[None])[0]
         _, den, smax2 = self.sums(X, Y, m, values=False)
         return smax2 * math.log(2.0) + np.log(den)
+
+    # ------------------------------------------------------------------ ensembles
+
+    def _refuse_ensemble(self) -> None:
+        if not self.ensembles:
+            name = repr(self.kernel) + ("" if self.backend in ("numba", "numpy") else f" of backend {self.backend!r}")
+            raise ValueError(f"kernel {name} takes one system (X of shape (n, d)); an ensemble (S, n, d) runs "
+                             "with the exact kernel on the cpu backend")
+
+    def _ensemble_inputs(self, X, Y, weights) -> tuple:
+        """(X (S, n, d), Y (S, m, d), weights (S, m)): validated, C-contiguous float64; Y is X
+        for self-interaction.  ``ValueError`` where the kernel takes one system only."""
+        self._refuse_ensemble()
+        d = self.model.d
+        self_interaction = _same_points(X, Y)
+        X = _ensemble_points("X", X, d)
+        Y = X if self_interaction else _ensemble_points("Y", Y, d, systems=len(X))
+        if Y.shape[1] == 0:
+            raise ValueError("Y must hold at least one source point per system")
+        return X, Y, _ensemble_masses(weights, len(X), Y.shape[1])
+
+    def ensemble_velocity(self, X: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The field of each system, (S, n, d), from validated X (S, n, d), Y (S, m, d) and
+        weights (S, m).  Default: the single-system computation of ``velocity`` per system."""
+        out = np.empty_like(X)
+        for s in range(len(X)):
+            out[s] = tangent_projection(X[s], self.average(X[s], Y[s], weights[s]))
+        return out
+
+    def ensemble_average(self, X: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``average`` of each system, (S, n, d) (inputs as for ``ensemble_velocity``)."""
+        out = np.empty_like(X)
+        for s in range(len(X)):
+            out[s] = self.average(X[s], Y[s], weights[s])
+        return out
+
+    def ensemble_log_partition(self, X: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``log_partition`` of each system, (S, n) (inputs as for ``ensemble_velocity``)."""
+        out = np.empty(X.shape[:2])
+        for s in range(len(X)):
+            _, den, smax2 = self.sums(X[s], Y[s], weights[s], values=False)
+            out[s] = smax2 * math.log(2.0) + np.log(den)
+        return out
 
 
 # --------------------------------------------------------------------------- the registry
