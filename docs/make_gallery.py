@@ -45,7 +45,7 @@ from mfpde.solvers import FVCircleSolver  # noqa: E402
 
 CONFIGS = ROOT / "data" / "configs"
 IMAGES = ROOT / "docs" / "images" / "gallery"
-EXPERIMENTS = ("clusters", "sphere", "great_circle", "heat", "timescales", "study")
+EXPERIMENTS = ("clusters", "sphere", "great_circle", "heat", "timescales", "study", "phase")
 TWO_PI = 2.0 * math.pi
 
 
@@ -1051,8 +1051,39 @@ def exp_study(R: Runner, out: Path) -> dict:
     return numbers
 
 
+def exp_phase(R: Runner, out: Path) -> dict:
+    """Gallery 6: phase diagrams of clustering from ensembles (data/configs/phase_diagram*.toml)."""
+    from mfpde.plotting import phase_table, plot_phase
+
+    numbers = {"figures": []}
+    quick = R.q(["initial.systems=32", "solver.t_end=10",
+                 "study.sweep.model.beta=[0.1,1,3,9]"])
+    for name, title in (("phase_diagram", "Q = K = V = I"), ("phase_diagram_random", "one random Q, K, V")):
+        study = R.study(name, f"{name}.toml", quick)
+        runs = [mfpde.load(p) for p in study.run_paths]
+        (panel,) = phase_table(study.swept_values(), [r.times for r in runs],
+                               [r.diagnostics["clustered_fraction"] for r in runs])
+        final = panel.mean[:, -1]
+        numbers[name] = {
+            "beta": panel.betas.tolist(), "systems": int(panel.systems[0]), "n": int(runs[0].positions.shape[-2]),
+            "d": int(runs[0].model.d), "t_end": float(panel.times[-1]),
+            "t_half": panel.crossing.tolist(),
+            "clustered_fraction_final_mean": final.tolist(),
+            "clustered_fraction_final_sem": panel.sem[:, -1].tolist(),
+            "clustered_fraction_mean_t10": panel.mean[:, int(np.argmin(np.abs(panel.times - 10.0)))].tolist(),
+            "wall_s": R.walls[name],
+            "wall_per_run_s": [float(r.wall_time) for r in (runs[i] for i in panel.runs)],
+        }
+        fig = plot_phase(study)
+        fig.suptitle(f"{title}: mean clustered fraction of {panel.systems[0]} systems of "
+                     f"{numbers[name]['n']} tokens in d = {numbers[name]['d']} (data/configs/{name}.toml)",
+                     fontsize=10)
+        numbers["figures"].append(_save(fig, out, f"{name}.png"))
+    return numbers
+
+
 RUNNERS = {"clusters": exp_clusters, "sphere": exp_sphere, "great_circle": exp_great_circle, "heat": exp_heat,
-           "timescales": exp_timescales, "study": exp_study}
+           "timescales": exp_timescales, "study": exp_study, "phase": exp_phase}
 
 
 def _jsonable(x):

@@ -46,13 +46,14 @@ from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, log2_masses
 from .blocked import BLOCKED_MIN_D, blocked_sums
 from ._jit import jit_parallel
 from ._tile import fused_shifted_pass, online_tile_pass
-from .fastexp import exp2_32, exp2_64
+from .fastexp import exp2_32, exp2_64, maxnum
 from .registry import Attention, register_kernel
 
 __all__ = ["exact_sums", "ensemble_exact", "ensemble_kernel_applies", "make_ensemble_kernel", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
            "NumbaHardmax", "TILE", "TARGETS", "PRECISIONS", "UNROLLED_VALUES", "SHIFT_UNDERFLOW", "HARDMAX_TIE_ULPS"]
 
 LN2 = math.log(2.0)
+FLOAT_MAX = float(np.finfo(np.float64).max)
 TILE = 256  # sources per tile: the (4, TILE) score buffer stays in L1
 TARGETS = 4  # targets per group (register blocking)
 UNROLLED_VALUES = 8  # value dimensions accumulated in registers in the fused pass
@@ -190,35 +191,30 @@ def make_shifted_sums(precision, d, dv):
 
 #: Ensemble kernel modes: what it writes per target (``make_ensemble_kernel``).
 ENSEMBLE_MODES = {"sums": 0, "softmax": 1, "uniform": 2}
-#: Ensemble kernel: targets per work item (the vectorized inner loop runs over them).
-ENSEMBLE_TARGETS = 32
+#: Ensemble kernel: targets per work item (a system's sources are prepared once per item).
+ENSEMBLE_TARGETS = 64
 
 
 @functools.lru_cache(maxsize=None)
 def make_ensemble_kernel(precision, d, dv, mode, project):
     """The exact kernel for an ensemble of small systems (at most ``TILE`` sources each).
 
-    ``kernel(X, Y, W, Bc, VT, nchunks, Qt, Yc, Vc, Lp, U, out, den, smax)``: X (S, n, d)
-    targets, Y (S, m, d) sources (X itself for self-interaction), W (S, m) masses, Bc =
-    log2(e) beta B (d, d), VT = V^T (d, dv) (float64, C-contiguous); Qt (S, d, n), Yc (S, m, d),
-    Vc (S, m, max(dv, 1)), Lp (S, m), U (S, n): scratch of the working dtype; out
-    (S, n, max(dv, 1)), den and smax (S, n) float64.  Interactions stay inside a system.
+    ``kernel(X, Y, W, Bc, VT, nchunks, out, den, smax)``: X (S, n, d) targets, Y (S, m, d)
+    sources (X itself for self-interaction), W (S, m) masses, Bc = log2(e) beta B (d, d),
+    VT = V^T (d, dv) (float64, C-contiguous); out (S, n, max(dv, 1)), den and smax (S, n)
+    float64.  Interactions stay inside a system.
 
-    Pass 1 (``prange`` over systems) forms, inside the kernel, each system's queries
-    q_i = Bc^T x_i (stored column-major: the targets contiguous), values v_j = V y_j,
-    log2 masses l_j and the Cauchy-Schwarz shift of every target,
-    U_i = |q_i| max_j |y_j| (1 + margin) + max_j l_j >= max_j s_ij (massive sources).
+    Work items are (system, block of ``ENSEMBLE_TARGETS`` targets), ``prange`` over
+    ``nchunks`` contiguous runs of them (scratch allocated once per run).  Per item, in
+    the working precision:
 
-    Pass 2 (``prange`` over ``nchunks`` contiguous runs of the (system, block of
-    ``ENSEMBLE_TARGETS`` targets) items; buffers allocated once per run) is one fused pass
-    over the system's m real sources (no padding): per source, for every target of the
-    block, s = l_j - U_i + <q_i, y_j>, e = 2^s (``exp2_64`` / ``exp2_32``, every exponent
-    <= 0 up to rounding), S_i += e, N_i += e v_j.  The loop over targets is the inner one,
-    so LLVM vectorizes it: no score is stored, no maximum is taken, and no horizontal sum
-    is needed.  A target whose S_i < ``SHIFT_UNDERFLOW`` (the bound overshot its maximum so
-    far that the largest term may have underflowed: large beta) is recomputed alone with
-    its exact maximum (two scalar passes).  Sums are in the working precision, then
-    float64.
+    1. the system's sources transposed, y (d, m), their values v = V y (dv, m) and log2
+       masses l (m,), and the block's queries q_i = Bc^T x_i (d, block): small matrix
+       products vectorized over the points;
+    2. per target, three loops over the m sources, each vectorized over them: the
+       scores s_j = l_j + <q_i, y_j> and their maximum M_i; e_j = 2^(s_j - M_i)
+       (``exp2_64`` / ``exp2_32``, every exponent <= 0) with S_i = sum_j e_j and
+       N_i = sum_j e_j v_j (dv <= 8: one fused loop; larger dv: one loop per coordinate).
 
     Each target is then finished: ``mode`` "sums" writes N_i, S_i, M_i (log2 units);
     "softmax" writes N_i / S_i, "uniform" 2^M_i N_i and, in den, the log of its largest
@@ -237,193 +233,230 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
     MODE = ENSEMBLE_MODES[mode]
     PROJECT = bool(project)
     TB = ENSEMBLE_TARGETS
-    MARGIN = 1e-12 if IS64 else 1e-6
-    UNDER = SHIFT_UNDERFLOW[precision]
+    FUSED = DV <= UNROLLED_VALUES
 
     @jit_parallel
-    def kernel(X, Y, W, Bc, VT, nchunks, Qt, Yc, Vc, Lp, U, out, den, smax):
+    def kernel(X, Y, W, Bc, VT, nchunks, out, den, smax):
         nsys = X.shape[0]
         n = X.shape[1]
         m = Y.shape[1]
-        # 1. per system: queries (column-major), points and values, log2 masses, shifts
-        for sy in prange(nsys):
-            row = np.empty(max(D, DV))  # one query or value, accumulated over the input's coordinates
-            ymax2 = 0.0
-            lmax = -np.inf
-            wprev = -1.0
-            lj = -np.inf
-            for j in range(m):
-                w = W[sy, j]
-                if w != wprev:  # equal masses (the usual case) take one log2
-                    lj = np.log2(w) if w > 0.0 else -np.inf
-                    wprev = w
-                Lp[sy, j] = lj
-                yy = 0.0
-                for k in range(DV):
-                    row[k] = 0.0
-                for kk in range(D):
-                    y = Y[sy, j, kk]
-                    Yc[sy, j, kk] = y
-                    yy += y * y
-                    for k in range(DV):  # v_j = V y_j: the inner loop over k vectorizes
-                        row[k] += y * VT[kk, k]
-                for k in range(DV):
-                    Vc[sy, j, k] = row[k]
-                if w > 0.0:
-                    ymax2 = max(ymax2, yy)
-                    lmax = max(lmax, lj)
-            ybound = math.sqrt(ymax2) * (1.0 + MARGIN)
-            for i in range(n):
-                for k in range(D):
-                    row[k] = 0.0
-                for kk in range(D):
-                    x = X[sy, i, kk]
-                    for k in range(D):
-                        row[k] += x * Bc[kk, k]
-                qq = 0.0
-                for k in range(D):
-                    qk = ftype(row[k])
-                    Qt[sy, k, i] = qk
-                    qq += np.float64(qk) * np.float64(qk)
-                U[sy, i] = math.sqrt(qq) * ybound + lmax
-        # 2. per (system, block of targets): one fused pass over the system's sources
         nblocks = (n + TB - 1) // TB
         items = nsys * nblocks
         for c in prange(nchunks):
-            acc = np.empty((DV + 1, TB), dtype=ftype)  # rows 0..DV-1: N, row DV: S
+            yT = np.empty((D, m), dtype=ftype)
+            vT = np.empty((DVB, m), dtype=ftype)
+            L = np.empty(m, dtype=ftype)
+            xT = np.empty((D, TB), dtype=ftype)
+            qT = np.empty((D, TB), dtype=ftype)
+            s = np.empty(m, dtype=ftype)
             avg = np.empty(DVB)
             for it in range(c * items // nchunks, (c + 1) * items // nchunks):
                 sy = it // nblocks
                 i0 = (it - sy * nblocks) * TB
                 nb = min(TB, n - i0)
-                q = Qt[sy]
-                u = U[sy]
-                for k in range(DV + 1):
-                    for ii in range(nb):
-                        acc[k, ii] = 0.0
-                # rows sliced from the block's first target: indices from 0, so LLVM sees
-                # non-negative unit-stride accesses and vectorizes the target loop
-                ub = u[i0 : i0 + nb]
-                q0b = q[0, i0 : i0 + nb]
-                q1b = q[1, i0 : i0 + nb]
-                q2b = q[2 if D > 2 else 1, i0 : i0 + nb]
-                q3b = q[3 if D > 3 else 1, i0 : i0 + nb]
-                q4b = q[4 if D > 4 else 1, i0 : i0 + nb]
-                q5b = q[5 if D > 5 else 1, i0 : i0 + nb]
-                q6b = q[6 if D > 6 else 1, i0 : i0 + nb]
-                q7b = q[7 if D > 7 else 1, i0 : i0 + nb]
-                tb = acc[DV]
-                a0b = acc[0]
-                a1b = acc[1 if DV > 1 else 0]
-                a2b = acc[2 if DV > 2 else 0]
-                a3b = acc[3 if DV > 3 else 0]
-                a4b = acc[4 if DV > 4 else 0]
-                a5b = acc[5 if DV > 5 else 0]
-                a6b = acc[6 if DV > 6 else 0]
-                a7b = acc[7 if DV > 7 else 0]
+                # 1. the system's sources, values and log-masses; the block's queries
+                wprev = -1.0
+                lj = ftype(-np.inf)
                 for j in range(m):
-                    lj = Lp[sy, j]
-                    if lj == -np.inf:
-                        continue  # a massless source adds nothing
-                    y0 = Yc[sy, j, 0]
-                    y1 = Yc[sy, j, 1]
-                    y2 = Yc[sy, j, 2 if D > 2 else 1]
-                    y3 = Yc[sy, j, 3 if D > 3 else 1]
-                    y4 = Yc[sy, j, 4 if D > 4 else 1]
-                    y5 = Yc[sy, j, 5 if D > 5 else 1]
-                    y6 = Yc[sy, j, 6 if D > 6 else 1]
-                    y7 = Yc[sy, j, 7 if D > 7 else 1]
-                    v0 = Vc[sy, j, 0]
-                    v1 = Vc[sy, j, 1 if DV > 1 else 0]
-                    v2 = Vc[sy, j, 2 if DV > 2 else 0]
-                    v3 = Vc[sy, j, 3 if DV > 3 else 0]
-                    v4 = Vc[sy, j, 4 if DV > 4 else 0]
-                    v5 = Vc[sy, j, 5 if DV > 5 else 0]
-                    v6 = Vc[sy, j, 6 if DV > 6 else 0]
-                    v7 = Vc[sy, j, 7 if DV > 7 else 0]
-                    for ii in range(nb):
-                        sc = (lj - ub[ii]) + q0b[ii] * y0 + q1b[ii] * y1
+                    w = W[sy, j]
+                    if w != wprev:  # equal masses (the usual case) take one log2
+                        lj = ftype(np.log2(w)) if w > 0.0 else ftype(-np.inf)
+                        wprev = w
+                    L[j] = lj
+                for j in range(m):
+                    for k in range(D):
+                        yT[k, j] = Y[sy, j, k]
+                for ii in range(nb):
+                    for k in range(D):
+                        xT[k, ii] = X[sy, i0 + ii, k]
+                y0 = yT[0]
+                y1 = yT[1]
+                y2 = yT[2 if D > 2 else 1]
+                y3 = yT[3 if D > 3 else 1]
+                y4 = yT[4 if D > 4 else 1]
+                y5 = yT[5 if D > 5 else 1]
+                y6 = yT[6 if D > 6 else 1]
+                y7 = yT[7 if D > 7 else 1]
+                for k in range(DV):  # v_k = sum_kk V[k, kk] y_kk: vectorized over the sources
+                    vk = vT[k]
+                    b0 = ftype(VT[0, k])
+                    b1 = ftype(VT[1, k])
+                    b2 = ftype(VT[2 if D > 2 else 1, k])
+                    b3 = ftype(VT[3 if D > 3 else 1, k])
+                    b4 = ftype(VT[4 if D > 4 else 1, k])
+                    b5 = ftype(VT[5 if D > 5 else 1, k])
+                    b6 = ftype(VT[6 if D > 6 else 1, k])
+                    b7 = ftype(VT[7 if D > 7 else 1, k])
+                    for j in range(m):
+                        a = b0 * y0[j] + b1 * y1[j]
                         if D > 2:
-                            sc += q2b[ii] * y2
+                            a += b2 * y2[j]
                         if D > 3:
-                            sc += q3b[ii] * y3
+                            a += b3 * y3[j]
                         if D > 4:
-                            sc += q4b[ii] * y4
+                            a += b4 * y4[j]
                         if D > 5:
-                            sc += q5b[ii] * y5
+                            a += b5 * y5[j]
                         if D > 6:
-                            sc += q6b[ii] * y6
+                            a += b6 * y6[j]
                         if D > 7:
-                            sc += q7b[ii] * y7
-                        for k in range(8, D):
-                            sc += q[k, i0 + ii] * Yc[sy, j, k]
-                        e = exp2_64(sc) if IS64 else exp2_32(sc)
-                        tb[ii] += e
-                        if DV > 0:
-                            a0b[ii] += e * v0
-                        if DV > 1:
-                            a1b[ii] += e * v1
-                        if DV > 2:
-                            a2b[ii] += e * v2
-                        if DV > 3:
-                            a3b[ii] += e * v3
-                        if DV > 4:
-                            a4b[ii] += e * v4
-                        if DV > 5:
-                            a5b[ii] += e * v5
-                        if DV > 6:
-                            a6b[ii] += e * v6
-                        if DV > 7:
-                            a7b[ii] += e * v7
-                        for k in range(8, DV):
-                            acc[k, ii] += e * Vc[sy, j, k]
-                # finish each target of the block
+                            a += b7 * y7[j]
+                        for kk in range(8, D):
+                            a += ftype(VT[kk, k]) * yT[kk, j]
+                        vk[j] = a
+                x0 = xT[0]
+                x1 = xT[1]
+                x2 = xT[2 if D > 2 else 1]
+                x3 = xT[3 if D > 3 else 1]
+                x4 = xT[4 if D > 4 else 1]
+                x5 = xT[5 if D > 5 else 1]
+                x6 = xT[6 if D > 6 else 1]
+                x7 = xT[7 if D > 7 else 1]
+                for k in range(D):  # q_k = sum_kk Bc[kk, k] x_kk: vectorized over the block's targets
+                    qk = qT[k]
+                    b0 = ftype(Bc[0, k])
+                    b1 = ftype(Bc[1, k])
+                    b2 = ftype(Bc[2 if D > 2 else 1, k])
+                    b3 = ftype(Bc[3 if D > 3 else 1, k])
+                    b4 = ftype(Bc[4 if D > 4 else 1, k])
+                    b5 = ftype(Bc[5 if D > 5 else 1, k])
+                    b6 = ftype(Bc[6 if D > 6 else 1, k])
+                    b7 = ftype(Bc[7 if D > 7 else 1, k])
+                    for ii in range(nb):
+                        a = b0 * x0[ii] + b1 * x1[ii]
+                        if D > 2:
+                            a += b2 * x2[ii]
+                        if D > 3:
+                            a += b3 * x3[ii]
+                        if D > 4:
+                            a += b4 * x4[ii]
+                        if D > 5:
+                            a += b5 * x5[ii]
+                        if D > 6:
+                            a += b6 * x6[ii]
+                        if D > 7:
+                            a += b7 * x7[ii]
+                        for kk in range(8, D):
+                            a += ftype(Bc[kk, k]) * xT[kk, ii]
+                        qk[ii] = a
+                v0 = vT[0]
+                v1 = vT[1 if DV > 1 else 0]
+                v2 = vT[2 if DV > 2 else 0]
+                v3 = vT[3 if DV > 3 else 0]
+                v4 = vT[4 if DV > 4 else 0]
+                v5 = vT[5 if DV > 5 else 0]
+                v6 = vT[6 if DV > 6 else 0]
+                v7 = vT[7 if DV > 7 else 0]
+                # 2. per target: scores and their maximum, exponentials and sums
                 for ii in range(nb):
                     i = i0 + ii
-                    total = np.float64(acc[DV, ii])
-                    shift = np.float64(u[i])
-                    for k in range(DV):
-                        avg[k] = acc[k, ii]
-                    if not total >= UNDER:
-                        # the bound overshot: the exact maximum, then the sums again
-                        best = ftype(-np.inf)
+                    q0 = qT[0, ii]
+                    q1 = qT[1, ii]
+                    q2 = qT[2 if D > 2 else 1, ii]
+                    q3 = qT[3 if D > 3 else 1, ii]
+                    q4 = qT[4 if D > 4 else 1, ii]
+                    q5 = qT[5 if D > 5 else 1, ii]
+                    q6 = qT[6 if D > 6 else 1, ii]
+                    q7 = qT[7 if D > 7 else 1, ii]
+                    for j in range(m):
+                        sc = L[j] + q0 * y0[j] + q1 * y1[j]
+                        if D > 2:
+                            sc += q2 * y2[j]
+                        if D > 3:
+                            sc += q3 * y3[j]
+                        if D > 4:
+                            sc += q4 * y4[j]
+                        if D > 5:
+                            sc += q5 * y5[j]
+                        if D > 6:
+                            sc += q6 * y6[j]
+                        if D > 7:
+                            sc += q7 * y7[j]
+                        for k in range(8, D):
+                            sc += qT[k, ii] * yT[k, j]
+                        s[j] = sc
+                    mx = ftype(-np.inf)
+                    for j in range(m):
+                        mx = maxnum(mx, s[j])
+                    zero = ftype(0.0)
+                    total = zero
+                    if FUSED:
+                        a0 = zero
+                        a1 = zero
+                        a2 = zero
+                        a3 = zero
+                        a4 = zero
+                        a5 = zero
+                        a6 = zero
+                        a7 = zero
                         for j in range(m):
-                            if Lp[sy, j] > -np.inf:
-                                sc = Lp[sy, j]
-                                for k in range(D):
-                                    sc += q[k, i] * Yc[sy, j, k]
-                                best = max(best, sc)
-                        ts = ftype(0.0)
-                        for k in range(DV):
-                            acc[k, ii] = 0.0
+                            e = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
+                            total += e
+                            if DV > 0:
+                                a0 += e * v0[j]
+                            if DV > 1:
+                                a1 += e * v1[j]
+                            if DV > 2:
+                                a2 += e * v2[j]
+                            if DV > 3:
+                                a3 += e * v3[j]
+                            if DV > 4:
+                                a4 += e * v4[j]
+                            if DV > 5:
+                                a5 += e * v5[j]
+                            if DV > 6:
+                                a6 += e * v6[j]
+                            if DV > 7:
+                                a7 += e * v7[j]
+                        if DV > 0:
+                            avg[0] = a0
+                        if DV > 1:
+                            avg[1] = a1
+                        if DV > 2:
+                            avg[2] = a2
+                        if DV > 3:
+                            avg[3] = a3
+                        if DV > 4:
+                            avg[4] = a4
+                        if DV > 5:
+                            avg[5] = a5
+                        if DV > 6:
+                            avg[6] = a6
+                        if DV > 7:
+                            avg[7] = a7
+                    else:
                         for j in range(m):
-                            if Lp[sy, j] > -np.inf:
-                                sc = Lp[sy, j] - best
-                                for k in range(D):
-                                    sc += q[k, i] * Yc[sy, j, k]
-                                e = exp2_64(sc) if IS64 else exp2_32(sc)
-                                ts += e
-                                for k in range(DV):
-                                    acc[k, ii] += e * Vc[sy, j, k]
-                        total = np.float64(ts)
-                        shift = np.float64(best)
+                            e = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
+                            total += e
+                            s[j] = e
                         for k in range(DV):
-                            avg[k] = acc[k, ii]
+                            vk = vT[k]
+                            ak = zero
+                            for j in range(m):
+                                ak += s[j] * vk[j]
+                            avg[k] = ak
+                    tot = np.float64(total)
+                    shift = np.float64(mx)
                     smax[sy, i] = shift
                     if MODE == 0:
                         for k in range(DV):
                             out[sy, i, k] = avg[k]
-                        den[sy, i] = total
+                        den[sy, i] = tot
                         continue
                     if MODE == 1:
+                        inv = 1.0 / tot
                         for k in range(DV):
-                            avg[k] = avg[k] / total
+                            avg[k] = avg[k] * inv
                     else:
+                        # 2^M N; den: the log of its largest |coordinate| where that overflows
+                        # (the caller's check; -inf elsewhere, which saves a log per target)
+                        scale = exp2_64(shift) if -1000.0 <= shift <= 1000.0 else np.exp2(shift)
                         big = 0.0
                         for k in range(DV):
                             big = max(big, abs(avg[k]))
-                        den[sy, i] = shift * LN2 + np.log(big)
-                        scale = np.exp2(shift)
+                        den[sy, i] = -np.inf
+                        if not big * scale <= FLOAT_MAX:
+                            den[sy, i] = shift * LN2 + np.log(big)
                         for k in range(DV):
                             avg[k] = avg[k] * scale
                     if PROJECT:
@@ -541,9 +574,7 @@ def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
     False.  Finite beta only.
     """
     mode = model.normalization if mode is None else mode
-    dtype = PRECISIONS[precision]
     nsys, n, d = X.shape
-    m = Y.shape[1]
     dv = model.V.shape[0] if (values or mode != "sums") else 0
     out = np.empty((nsys, n, dv))
     den = np.empty((nsys, n))
@@ -551,15 +582,10 @@ def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
     if nsys * n:
         Bc = np.ascontiguousarray((LOG2E * model.beta) * model.B)
         VT = np.ascontiguousarray(model.V[:dv].T, dtype=np.float64)
-        Qt = np.empty((nsys, d, n), dtype)
-        Yc = np.empty((nsys, m, d), dtype)
-        Vc = np.empty((nsys, m, max(dv, 1)), dtype)
-        Lp = np.empty((nsys, m), dtype)
-        U = np.empty((nsys, n), dtype)
         items = nsys * (-(-n // ENSEMBLE_TARGETS))
         nchunks = min(items, 8 * numba.get_num_threads())
         kernel = make_ensemble_kernel(precision, d, dv, mode, project and mode != "sums")
-        kernel(X, Y, weights, Bc, VT, nchunks, Qt, Yc, Vc, Lp, U, out, den, smax)
+        kernel(X, Y, weights, Bc, VT, nchunks, out, den, smax)
     if mode == "sums":
         return out, den, smax
     if mode == "uniform" and nsys * n:
