@@ -1075,9 +1075,8 @@ def exp_phase(R: Runner, out: Path) -> dict:
             "wall_per_run_s": [float(r.wall_time) for r in (runs[i] for i in panel.runs)],
         }
         fig = plot_phase(study)
-        fig.suptitle(f"{title}: mean clustered fraction of {panel.systems[0]} systems of "
-                     f"{numbers[name]['n']} tokens in d = {numbers[name]['d']} (data/configs/{name}.toml)",
-                     fontsize=10)
+        fig.suptitle(f"{title}, softmax, n = {numbers[name]['n']}, d = {numbers[name]['d']}\n"
+                     f"(data/configs/{name}.toml)", fontsize=9)
         numbers["figures"].append(_save(fig, out, f"{name}.png"))
     return numbers
 

@@ -546,9 +546,13 @@ def phase_table(swept_values: Sequence[dict], times_list: Sequence, values_list:
 
 
 def _beta_edges(betas):
-    """Cell edges along beta (geometric midpoints and a log axis when beta > 0 spans > 20x)."""
+    """Cell edges along beta: a log axis (geometric midpoints) when beta > 0 spans > 20x and
+    its values are closer to evenly spaced in log beta than in beta, else a linear one."""
     b = np.asarray(betas, dtype=np.float64)
     log = bool(b.size > 1 and b.min() > 0 and b.max() / b.min() > 20)
+    if log and b.size > 2:  # which spacing the sweep follows: the smaller relative spread of the steps
+        lin, geo = np.diff(b), np.diff(np.log(b))
+        log = bool(np.std(geo) / np.mean(geo) < np.std(lin) / np.mean(lin))
     x = np.log(b) if log else b
     if x.size == 1:
         edges = np.array([x[0] - 0.5, x[0] + 0.5])
@@ -602,7 +606,7 @@ def _draw_phase(panels: Sequence[PhasePanel], diagnostic: str = "clustered_fract
             ax.legend(loc="upper left", fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.colorbar(mesh, ax=axes, label=f"{_series_label(diagnostic)}, mean over systems", shrink=0.85)
+    fig.colorbar(mesh, ax=axes, label=f"{diagnostic.replace('_', ' ')}, mean over systems", shrink=0.85)
     fig.suptitle(f"phase diagram: {diagnostic} over (β, t)")
     return fig
 

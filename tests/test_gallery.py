@@ -38,6 +38,7 @@ GALLERY_CONFIGS = [
     "sphere_alignment.toml", "sphere_rotation.toml", "great_circle.toml",
     "heat_forward.toml", "heat_backward.toml",
     "three_timescales.toml", "study_beta.toml", "terminal_phase.toml",
+    "phase_diagram.toml", "phase_diagram_random.toml",
 ]
 
 
@@ -396,3 +397,46 @@ def test_terminal_phase_rebalances_the_masses_at_beta_10_only(tmp_path):
             assert r.diagnostics["w_to_limit"][-1] > r.diagnostics["w_to_limit"].min() + 0.002
         else:
             assert abs(plus[-1] - limit_plus) < 0.01
+
+
+# ------------------------------------------------------------------ 6. phase diagrams
+
+
+def _phase(tmp_path, config, overrides=()):
+    from mfpde.plotting import phase_table
+    from mfpde.study import run_study
+
+    study = run_study(CONFIGS / config, output=tmp_path / f"{Path(config).stem}.h5", overrides=list(overrides))
+    assert set(study.summary["status"]) == {"complete"}
+    runs = [mfpde.load(p) for p in study.run_paths]
+    (panel,) = phase_table(study.swept_values(), [r.times for r in runs],
+                           [r.diagnostics["clustered_fraction"] for r in runs])
+    return study, panel
+
+
+def test_phase_diagram_shows_the_transition_at_a_small_size(tmp_path):
+    # 64 systems, beta 1 and 8, to t = 15: one cluster at beta = 1, several at beta = 8
+    study, panel = _phase(tmp_path, "phase_diagram.toml",
+                          ["initial.systems=64", "solver.t_end=15", "study.sweep.model.beta=[1,8]"])
+    final = panel.mean[:, -1]
+    assert final[0] == 1.0 and final[1] < 0.5
+    assert 4 < panel.crossing[0] < 8 and np.isnan(panel.crossing[1])
+    np.testing.assert_allclose(study.summary["metric_final"], final, rtol=1e-15)
+
+
+@pytest.mark.slow
+def test_full_phase_diagrams(tmp_path):
+    """The shipped configs at full size: the numbers docs/gallery.md reports (section 6)."""
+    import time
+
+    start = time.perf_counter()
+    _, eye = _phase(tmp_path, "phase_diagram.toml")
+    _, rand = _phase(tmp_path, "phase_diagram_random.toml")
+    assert time.perf_counter() - start < 15 * 60
+    b = eye.betas
+    assert np.all(eye.mean[b <= 2.5, -1] == 1.0) and np.all(eye.mean[b >= 6, -1] < 0.5)
+    ok = np.isfinite(eye.crossing)
+    assert np.all(np.diff(eye.crossing[ok]) > 0) and eye.crossing[b == 5.5][0] > 2 * eye.crossing[0]
+    assert np.all(np.isnan(eye.crossing[b >= 6]))
+    assert np.all((rand.crossing > 4.0) & (rand.crossing < 4.6))
+    assert np.all(rand.mean[rand.betas <= 1, -1] == 1.0) and 0.55 < rand.mean[-1, -1] < 0.7

@@ -1,5 +1,5 @@
 """The phase diagram (mfpde plot --kind phase): phase_table's arrays on synthetic series,
-the figure's content drawn from a table, and a small study end to end (single systems)."""
+the figure's content drawn from a table, and a small study of ensembles end to end."""
 
 import math
 
@@ -133,6 +133,9 @@ def test_log_beta_axis_when_beta_spans_decades():
         plt.close(fig)
     edges, log = P._beta_edges([0.0, 2.0, 4.0])
     assert not log and edges.tolist() == [0.0, 1.0, 3.0, 5.0]
+    # evenly spaced betas spanning more than 20x (the shipped phase diagrams): a linear axis
+    edges, log = P._beta_edges([0.1, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    assert not log and edges[0] == 0.0 and edges[-1] == pytest.approx(3.25)
 
 
 def test_plot_file_refuses_misplaced_options(tmp_path):
@@ -150,14 +153,15 @@ SAVE_EVERY = 0.05
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Equiangular starts (n = d = 5, Q = K = V = I, one system per run), beta = 1 and 3."""
+    """Equiangular starts (n = d = 5, Q = K = V = I, an ensemble of 3 rotated frames per run),
+    beta = 1 and 3."""
     from mfpde.study import run_study
 
     tmp = tmp_path_factory.mktemp("phase")
-    np.save(tmp / "frame.npy", equiangular_positions(N, seed=4)[0])
+    np.save(tmp / "frame.npy", equiangular_positions(N, systems=3, seed=4))
     (tmp / "study.toml").write_text(
         f'[model]\nd = {N}\nbeta = 1.0\n'
-        f'[initial]\nkind = "file"\npath = "frame.npy"\nn = {N}\n'
+        f'[initial]\nkind = "file"\npath = "frame.npy"\nn = {N}\nsystems = 3\n'
         f'[solver]\nt_end = 8.0\ndt = 0.01\n'
         f'[output]\nsave_every = {SAVE_EVERY}\ndiagnostics = ["clustered_fraction", "energy"]\n'
         '[study]\nsweep = { "model.beta" = [1.0, 3.0] }\nmetric = "energy"\n'
@@ -190,6 +194,15 @@ def test_study_phase_plot_follows_the_equiangular_solution(study):
     panels = phase_table(result.swept_values(), [r.times for r in runs],
                          [r.diagnostics["clustered_fraction"] for r in runs])
     assert set(np.unique(panels[0].mean)) <= {0.0, 1.0}  # all pairs cross 1 - delta at once
+    assert all(r.systems == 3 and r.diagnostics["clustered_fraction"].shape == (len(r.times), 3) for r in runs)
+    np.testing.assert_array_equal(panels[0].mean, np.stack([r.diagnostics["clustered_fraction"].mean(axis=1)
+                                                            for r in runs]))
+    fig = plot_file(study / "study.h5", "phase")
+    try:
+        mesh = next(c for c in fig.axes[0].collections if isinstance(c, QuadMesh))
+        np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(panels[0].mean.T.shape), panels[0].mean.T)
+    finally:
+        plt.close(fig)
 
 
 def test_study_phase_errors_and_cli(study, tmp_path, capsys):
