@@ -157,6 +157,7 @@ def _trial(section, key, method, d, files):
         "initial.kind": ({}, {"initial.kind": "uniform"} if method == "fv" else vmf, d),
         "initial.n": ({}, {"initial.n": 30}, d),
         "initial.seed": ({}, {"initial.seed": 7}, d),
+        "initial.systems": ({}, {"initial.systems": 2}, d),
         "initial.amplitude": ({"initial.kind": "perturbed_uniform"}, {"initial.amplitude": 0.5}, 2),
         "initial.mode": (circle, {"initial.mode": 2}, 2),
         "initial.phase": (circle, {"initial.phase": 1.0}, 2),
@@ -322,6 +323,7 @@ EXPECTED_REFUSALS = [
     "fv d=3 solver.integrator", "fv d=3 solver.rtol", "fv d=3 solver.atol",
     "fv d=2 model.zero_temperature", "fv d=3 model.zero_temperature", "pic d=2 model.zero_temperature",
     "pic d=2 solver.backend", "fv d=2 solver.backend", "fv d=3 solver.backend",
+    "pic d=2 initial.systems", "fv d=2 initial.systems", "fv d=3 initial.systems",
 ]
 
 

@@ -82,7 +82,8 @@ class ParticleSolver:
             x = retract(x)  # unit rows are kept bit for bit: a resumed run repeats exactly
         weights = np.asarray(weights, dtype=np.float64)
         if weights.shape != x.shape[:-1]:
-            raise ValueError(f"weights must have shape {x.shape[:-1]} (one per particle), got {weights.shape}")
+            raise ValueError(f"positions and weights must have one row per particle: weights of shape {x.shape[:-1]}, "
+                             f"got {weights.shape}")
         if x.ndim == 3:  # an ensemble: the kernel's system axis, on the CPU
             f = self.field(weights)
             yield from snapshot_loop(x, times, t0, lambda x, t, t_out: self._advance(f, x, t, t_out, on_step))
