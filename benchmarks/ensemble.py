@@ -25,7 +25,6 @@ result.  --quick: S = 128, one beta, 2 repeats (< 30 s with a warm numba cache).
 """
 
 import argparse
-import time
 
 import numba
 import numpy as np
@@ -33,29 +32,9 @@ import numpy as np
 import mfpde
 from mfpde.kernels import make_attention
 
-try:
-    import torch
-except ImportError:  # optional benchmark extra
-    torch = None
-
-
-def best_time(fn, repeat):
-    best, out = np.inf, None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
-_EXP_IN = -50.0 * np.random.default_rng(1).random(1 << 16)
-_EXP_OUT = np.empty_like(_EXP_IN)
-
-
-def exp_rate():
-    """numpy.exp elements/s on one core, best of 200."""
-    t, _ = best_time(lambda: np.exp(_EXP_IN, out=_EXP_OUT), 200)
-    return _EXP_IN.size / t
+# the timing helpers and the exp bound of the kernel benchmark (this folder is on sys.path
+# when a benchmark runs as a script)
+from kernel import best_time, exp_rate, torch  # noqa: E402
 
 
 def ensemble_points(rng, systems, n, d):

@@ -44,7 +44,7 @@ from numba import prange
 from ..model import Model
 from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, log2_masses
 from .blocked import BLOCKED_MIN_D, blocked_sums
-from ._jit import jit_parallel
+from ._jit import jit_inline, jit_parallel
 from ._tile import fused_shifted_pass, online_tile_pass
 from .fastexp import exp2_32, exp2_64, maxnum
 from .registry import Attention, register_kernel
@@ -195,13 +195,53 @@ ENSEMBLE_MODES = {"sums": 0, "softmax": 1, "uniform": 2}
 ENSEMBLE_TARGETS = 64
 
 
+@jit_inline
+def combine_rows(M, k, R, count, out, D):
+    """out[j] = sum_kk M[kk, k] R[kk, j] for j < count: column k of M (D, .) against the D rows
+    of R, the first eight terms unrolled so that the loop over j vectorizes (the ensemble
+    kernel's queries and values; M and R in the working precision)."""
+    r0 = R[0]
+    r1 = R[1]
+    r2 = R[2 if D > 2 else 1]
+    r3 = R[3 if D > 3 else 1]
+    r4 = R[4 if D > 4 else 1]
+    r5 = R[5 if D > 5 else 1]
+    r6 = R[6 if D > 6 else 1]
+    r7 = R[7 if D > 7 else 1]
+    b0 = M[0, k]
+    b1 = M[1, k]
+    b2 = M[2 if D > 2 else 1, k]
+    b3 = M[3 if D > 3 else 1, k]
+    b4 = M[4 if D > 4 else 1, k]
+    b5 = M[5 if D > 5 else 1, k]
+    b6 = M[6 if D > 6 else 1, k]
+    b7 = M[7 if D > 7 else 1, k]
+    for j in range(count):
+        a = b0 * r0[j] + b1 * r1[j]
+        if D > 2:
+            a += b2 * r2[j]
+        if D > 3:
+            a += b3 * r3[j]
+        if D > 4:
+            a += b4 * r4[j]
+        if D > 5:
+            a += b5 * r5[j]
+        if D > 6:
+            a += b6 * r6[j]
+        if D > 7:
+            a += b7 * r7[j]
+        for kk in range(8, D):
+            a += M[kk, k] * R[kk, j]
+        out[j] = a
+
+
 @functools.lru_cache(maxsize=None)
 def make_ensemble_kernel(precision, d, dv, mode, project):
     """The exact kernel for an ensemble of small systems (at most ``TILE`` sources each).
 
     ``kernel(X, Y, W, Bc, VT, nchunks, out, den, smax)``: X (S, n, d) targets, Y (S, m, d)
-    sources (X itself for self-interaction), W (S, m) masses, Bc = log2(e) beta B (d, d),
-    VT = V^T (d, dv) (float64, C-contiguous); out (S, n, max(dv, 1)), den and smax (S, n)
+    sources (X itself for self-interaction), W (S, m) masses (float64), Bc = log2(e) beta B
+    (d, d) and VT = V^T (d, dv) in the working precision (C-contiguous); out (S, n, max(dv, 1)), den and smax (S, n)
     float64.  Interactions stay inside a system.
 
     Work items are (system, block of ``ENSEMBLE_TARGETS`` targets), ``prange`` over
@@ -278,67 +318,9 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                 y6 = yT[6 if D > 6 else 1]
                 y7 = yT[7 if D > 7 else 1]
                 for k in range(DV):  # v_k = sum_kk V[k, kk] y_kk: vectorized over the sources
-                    vk = vT[k]
-                    b0 = ftype(VT[0, k])
-                    b1 = ftype(VT[1, k])
-                    b2 = ftype(VT[2 if D > 2 else 1, k])
-                    b3 = ftype(VT[3 if D > 3 else 1, k])
-                    b4 = ftype(VT[4 if D > 4 else 1, k])
-                    b5 = ftype(VT[5 if D > 5 else 1, k])
-                    b6 = ftype(VT[6 if D > 6 else 1, k])
-                    b7 = ftype(VT[7 if D > 7 else 1, k])
-                    for j in range(m):
-                        a = b0 * y0[j] + b1 * y1[j]
-                        if D > 2:
-                            a += b2 * y2[j]
-                        if D > 3:
-                            a += b3 * y3[j]
-                        if D > 4:
-                            a += b4 * y4[j]
-                        if D > 5:
-                            a += b5 * y5[j]
-                        if D > 6:
-                            a += b6 * y6[j]
-                        if D > 7:
-                            a += b7 * y7[j]
-                        for kk in range(8, D):
-                            a += ftype(VT[kk, k]) * yT[kk, j]
-                        vk[j] = a
-                x0 = xT[0]
-                x1 = xT[1]
-                x2 = xT[2 if D > 2 else 1]
-                x3 = xT[3 if D > 3 else 1]
-                x4 = xT[4 if D > 4 else 1]
-                x5 = xT[5 if D > 5 else 1]
-                x6 = xT[6 if D > 6 else 1]
-                x7 = xT[7 if D > 7 else 1]
+                    combine_rows(VT, k, yT, m, vT[k], D)
                 for k in range(D):  # q_k = sum_kk Bc[kk, k] x_kk: vectorized over the block's targets
-                    qk = qT[k]
-                    b0 = ftype(Bc[0, k])
-                    b1 = ftype(Bc[1, k])
-                    b2 = ftype(Bc[2 if D > 2 else 1, k])
-                    b3 = ftype(Bc[3 if D > 3 else 1, k])
-                    b4 = ftype(Bc[4 if D > 4 else 1, k])
-                    b5 = ftype(Bc[5 if D > 5 else 1, k])
-                    b6 = ftype(Bc[6 if D > 6 else 1, k])
-                    b7 = ftype(Bc[7 if D > 7 else 1, k])
-                    for ii in range(nb):
-                        a = b0 * x0[ii] + b1 * x1[ii]
-                        if D > 2:
-                            a += b2 * x2[ii]
-                        if D > 3:
-                            a += b3 * x3[ii]
-                        if D > 4:
-                            a += b4 * x4[ii]
-                        if D > 5:
-                            a += b5 * x5[ii]
-                        if D > 6:
-                            a += b6 * x6[ii]
-                        if D > 7:
-                            a += b7 * x7[ii]
-                        for kk in range(8, D):
-                            a += ftype(Bc[kk, k]) * xT[kk, ii]
-                        qk[ii] = a
+                    combine_rows(Bc, k, xT, nb, qT[k], D)
                 v0 = vT[0]
                 v1 = vT[1 if DV > 1 else 0]
                 v2 = vT[2 if DV > 2 else 0]
@@ -580,8 +562,9 @@ def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
     den = np.empty((nsys, n))
     smax = np.empty((nsys, n))
     if nsys * n:
-        Bc = np.ascontiguousarray((LOG2E * model.beta) * model.B)
-        VT = np.ascontiguousarray(model.V[:dv].T, dtype=np.float64)
+        dtype = PRECISIONS[precision]
+        Bc = np.ascontiguousarray((LOG2E * model.beta) * model.B, dtype=dtype)
+        VT = np.ascontiguousarray(model.V[:dv].T, dtype=dtype)
         items = nsys * (-(-n // ENSEMBLE_TARGETS))
         nchunks = min(items, 8 * numba.get_num_threads())
         kernel = make_ensemble_kernel(precision, d, dv, mode, project and mode != "sums")
