@@ -23,6 +23,7 @@ from .plotting import (
     _pyplot,
     _sphere_cell_collection,
     _sphere_cells,
+    one_system,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,10 +52,12 @@ def _check_output(out) -> str:
 
 
 def animation_of(result: "Result") -> "FuncAnimation":
-    """A :class:`matplotlib.animation.FuncAnimation` of the run, one frame per snapshot."""
+    """A :class:`matplotlib.animation.FuncAnimation` of the run, one frame per snapshot (an
+    ensemble: its system 0, :func:`mfpde.plotting.one_system`)."""
     from matplotlib.animation import FuncAnimation
 
     plt = _pyplot()
+    result = one_system(result)
     d = result.model.d
     if result.n_snapshots == 0:
         raise ValueError(f"{result.path} has no snapshots to animate")

@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["KINDS", "plot_file", "save_plot", "is_study_file", "plot_density", "plot_trajectories",
            "plot_distance", "plot_energy", "plot_diagnostics", "plot_rate", "plot_phase", "phase_table",
-           "PhasePanel", "half_crossing_time"]
+           "PhasePanel", "half_crossing_time", "one_system"]
 
 #: The figure kinds of :func:`plot_file` (``mfpde plot --kind``).
 KINDS = ("density", "trajectories", "distance", "energy", "diagnostics", "rate", "phase")
@@ -59,6 +59,33 @@ KINDS = ("density", "trajectories", "distance", "energy", "diagnostics", "rate",
 #: A run, or labelled runs (a study's overlay).
 Runs = Union["Result", Sequence[tuple]]
 
+
+
+def one_system(result: "Result", system: int = 0) -> "Result":
+    """What the run plots draw of an ensemble (``result.systems`` = S > 1): system ``system``'s
+    positions, weights and limit measure, with every diagnostic the mean over the S systems
+    (T,).  A single-system result is returned as it is.  The density, trajectory and
+    animation plots show that system; the series plots show the means (their titles say so).
+    """
+    S = getattr(result, "systems", 1)
+    if S == 1:
+        return result
+    if not (isinstance(system, (int, np.integer)) and 0 <= system < S):
+        raise ValueError(f"system must be an integer in [0, {S}), got {system!r}")
+    limit = None if result.limit is None else (result.limit[0][system], result.limit[1][system])
+    view = replace(result, positions=result.positions[:, system], weights=result.weights[system], limit=limit,
+                   diagnostics={k: np.mean(v, axis=1) for k, v in result.diagnostics.items()}, systems=1)
+    view.ensemble_note = f"system {system} of {S}", f"mean over {S} systems"
+    return view
+
+
+def _notes(result) -> tuple:
+    """(the shown system, the averaging) of an ensemble's view; ("", "") for one system."""
+    return getattr(result, "ensemble_note", ("", ""))
+
+
+def _with_note(text: str, note: str) -> str:
+    return f"{text} ({note})" if note else text
 
 def _pyplot():
     import matplotlib.pyplot as plt
@@ -169,8 +196,11 @@ def _beta_text(result):
 def plot_density(result: "Result") -> "Figure":
     """The density: a heat map over angle and time on S^1; orthographic views at four
     times on S^2 (particles as points, finite-volume cells coloured by density per
-    steradian, front and back hemispheres).  The atoms of the limit measure are marked."""
+    steradian, front and back hemispheres).  The atoms of the limit measure are marked.
+    An ensemble shows its system 0 (:func:`one_system`)."""
     plt = _pyplot()
+    result = one_system(result)
+    shown = _notes(result)[0]
     d = result.model.d
     if d == 2:
         edges, rho = _circle_density(result)
@@ -185,7 +215,7 @@ def plot_density(result: "Result") -> "Figure":
         ax.set_xlim(0, 2 * np.pi)
         ax.set_xlabel(r"angle $\theta$ (rad)")
         ax.set_ylabel(r"$t$ (model time)")
-        ax.set_title(rf"density on $S^1$, $\beta = {_beta_text(result)}$")
+        ax.set_title(_with_note(rf"density on $S^1$, $\beta = {_beta_text(result)}$", shown))
         return fig
     frames = _frames(len(result.times))
     if result.positions is None:
@@ -202,8 +232,8 @@ def plot_density(result: "Result") -> "Figure":
         _mark_limit_sphere(ax, result)
         ax.set_title(f"t = {result.times[k]:.3g}")
     axes[0].legend(loc="lower left", fontsize=7, markerscale=2)
-    fig.suptitle(rf"tokens on $S^{{{d - 1}}}$ (first 3 coordinates, orthographic view along (1,1,1)/$\sqrt{{3}}$), "
-                 rf"$\beta = {_beta_text(result)}$")
+    fig.suptitle(_with_note(rf"tokens on $S^{{{d - 1}}}$ (first 3 coordinates, orthographic view along "
+                            rf"(1,1,1)/$\sqrt{{3}}$), $\beta = {_beta_text(result)}$", shown))
     return fig
 
 
@@ -237,8 +267,10 @@ def _plot_sphere_cells(result, frames):
 
 
 def plot_trajectories(result: "Result", n_paths: int = 60) -> "Figure":
-    """Paths of up to ``n_paths`` tokens: angle against t on S^1, orthographic view on S^2."""
+    """Paths of up to ``n_paths`` tokens: angle against t on S^1, orthographic view on S^2
+    (an ensemble: its system 0)."""
     plt = _pyplot()
+    result = one_system(result)
     if result.positions is None:
         raise ValueError("trajectories need particle positions (a particle or PIC run)")
     pos = result.positions
@@ -259,7 +291,7 @@ def plot_trajectories(result: "Result", n_paths: int = 60) -> "Figure":
         _mark_limit_sphere(ax, result)
         ax.set_xlabel(r"orthographic view along (1,1,1)/$\sqrt{3}$")
         ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(rf"{len(pick)} token trajectories, $\beta = {_beta_text(result)}$")
+    ax.set_title(_with_note(rf"{len(pick)} token trajectories, $\beta = {_beta_text(result)}$", _notes(result)[0]))
     return fig
 
 
@@ -294,7 +326,14 @@ def _series_label(name: str, result: "Result | None" = None) -> str:
 
 
 def _runs(source):
-    return list(source) if isinstance(source, (list, tuple)) else [(None, source)]
+    """(label, result) pairs, an ensemble's diagnostics averaged over its systems (:func:`one_system`)."""
+    runs = list(source) if isinstance(source, (list, tuple)) else [(None, source)]
+    return [(label, one_system(res)) for label, res in runs]
+
+
+def _mean_note(runs) -> str:
+    notes = {_notes(res)[1] for _, res in runs}
+    return notes.pop() if len(notes) == 1 else ("means over systems" if any(notes) else "")
 
 
 def plot_distance(source: Runs, metric: str = "w_to_limit") -> "Figure":
@@ -312,7 +351,7 @@ def plot_distance(source: Runs, metric: str = "w_to_limit") -> "Figure":
     ax.set_xlabel(r"$t$ (model time)")
     if len(runs) > 1:
         ax.legend(fontsize=8)
-    ax.set_title(f"{metric} against time")
+    ax.set_title(_with_note(f"{metric} against time", _mean_note(runs)))
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
@@ -332,7 +371,7 @@ def plot_energy(source: Runs) -> "Figure":
     ax.set_ylabel(_series_label("energy"))
     if len(runs) > 1:
         ax.legend(fontsize=8)
-    ax.set_title("energy against log t")
+    ax.set_title(_with_note("energy against log t", _mean_note(runs)))
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
@@ -391,6 +430,8 @@ def plot_diagnostics(source: Runs, names: Sequence[str] | None = None) -> "Figur
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
+    if _mean_note(runs):
+        fig.suptitle(_mean_note(runs), fontsize=10)
     return fig
 
 

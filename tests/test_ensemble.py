@@ -196,3 +196,35 @@ def test_equiangular_ensemble_follows_the_scalar_ode(tmp_path, normalization, be
     assert rho[-1] > 0.3  # it went somewhere (0.33 for softmax at beta = 4, 1 for the others)
     expected = (rho >= 1 - 1e-3).astype(float)
     np.testing.assert_array_equal(res.diagnostics["clustered_fraction"], np.repeat(expected[:, None], S, axis=1))
+
+
+def test_run_plots_show_system_0_and_the_means_over_systems(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mfpde.plotting import one_system, plot_diagnostics, plot_file, plot_trajectories
+
+    res = mfpde.run(_config(tmp_path / "ens.h5", d=3))
+    view = one_system(res)
+    np.testing.assert_array_equal(view.positions, res.positions[:, 0])
+    np.testing.assert_array_equal(view.weights, res.weights[0])
+    np.testing.assert_array_equal(view.limit[0], res.limit[0][0])
+    np.testing.assert_array_equal(view.diagnostics["energy"], res.diagnostics["energy"].mean(axis=1))
+    assert one_system(view) is view and one_system(res, 3).positions[0].tolist() == res.positions[0, 3].tolist()
+    with pytest.raises(ValueError, match=r"system must be an integer in \[0, 4\)"):
+        one_system(res, 4)
+    fig = plot_diagnostics(res, ["energy"])
+    try:
+        np.testing.assert_array_equal(fig.axes[0].lines[0].get_ydata(), res.diagnostics["energy"].mean(axis=1))
+        assert fig._suptitle.get_text() == "mean over 4 systems"
+    finally:
+        plt.close(fig)
+    fig = plot_trajectories(res, n_paths=12)
+    try:
+        assert "system 0 of 4" in fig.axes[0].get_title()
+    finally:
+        plt.close(fig)
+    for kind in (None, "density", "distance", "energy"):
+        plt.close(plot_file(res.path, kind))
