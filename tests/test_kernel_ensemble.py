@@ -193,3 +193,41 @@ def test_kernels_that_take_one_system_refuse_ensembles(rng):
         assert not cuda.ensembles
         with pytest.raises(ValueError, match=r"^kernel 'exact' of backend 'cuda' takes one system"):
             cuda.velocity(X)
+
+
+_FIELD_SCRIPT = """
+import sys
+import numpy as np
+import mfpde
+from mfpde.kernels import make_attention
+rng = np.random.default_rng(0)
+out = {}
+for d in (3, 12):
+    X = rng.standard_normal((2, 40, d))
+    X /= np.linalg.norm(X, axis=-1, keepdims=True)
+    Q, K, V = (rng.standard_normal((d, d)) / np.sqrt(d) for _ in range(3))
+    W = rng.random((2, 40))
+    for norm in ("softmax", "uniform"):
+        att = make_attention(mfpde.Model(d=d, beta=5.0, Q=Q, K=K, V=V, normalization=norm))
+        out[f"v{d}{norm}"] = att.velocity(X, weights=W)
+        out[f"z{d}{norm}"] = att.log_partition(X, weights=W)
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_a_fresh_compilation_and_the_disk_cache_give_the_same_bits(tmp_path):
+    """A run resumed in another process loads the kernel from numba's disk cache: its numbers
+    must be those of the process that compiled it (an exponential fused into a sum in one
+    compilation and not in the other once broke this by an ulp)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    for name in ("fresh", "cached"):
+        subprocess.run([sys.executable, "-c", _FIELD_SCRIPT, str(tmp_path / f"{name}.npz")], env=env, check=True,
+                       timeout=600)
+    fresh, cached = np.load(tmp_path / "fresh.npz"), np.load(tmp_path / "cached.npz")
+    assert any((tmp_path / "cache").rglob("*.nbi"))  # the second process did load from the cache
+    for key in fresh.files:
+        np.testing.assert_array_equal(cached[key], fresh[key], err_msg=key)

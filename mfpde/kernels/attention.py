@@ -372,8 +372,11 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                         a6 = zero
                         a7 = zero
                         for j in range(m):
+                            # e is stored and summed in a loop of its own: added here, the exponential's
+                            # last product could be fused into the sum (an FMA) in one compilation and
+                            # not in another (numba's disk cache), and S_i would differ by an ulp
                             e = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
-                            total += e
+                            s[j] = e
                             if DV > 0:
                                 a0 += e * v0[j]
                             if DV > 1:
@@ -390,6 +393,8 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                                 a6 += e * v6[j]
                             if DV > 7:
                                 a7 += e * v7[j]
+                        for j in range(m):
+                            total += s[j]
                         if DV > 0:
                             avg[0] = a0
                         if DV > 1:
@@ -408,9 +413,9 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                             avg[7] = a7
                     else:
                         for j in range(m):
-                            e = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
-                            total += e
-                            s[j] = e
+                            s[j] = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
+                        for j in range(m):
+                            total += s[j]
                         for k in range(DV):
                             vk = vT[k]
                             ak = zero
