@@ -175,17 +175,19 @@ def test_seed_sweep_of_overlapping_ensembles_is_refused(tmp_path):
 @pytest.mark.parametrize("normalization", ["softmax", "uniform"])
 @pytest.mark.parametrize("beta", [1.0, 4.0])
 def test_equiangular_ensemble_follows_the_scalar_ode(tmp_path, normalization, beta):
-    """n = d = 32 tokens at R e_i (4 Haar-random rotations R, one per system), Q = K = V = I:
+    """n = d = 32 tokens at R e_i (2 Haar-random rotations R, one per system), Q = K = V = I:
     every pair's inner product is rho(t), the solution of drho/dt = 2 b(rho)(1 - rho)(1 + (n-1) rho)
-    (mfpde.equiangular), to 1e-9 up to t = 3 (past the collapse for all but softmax at beta = 4)."""
+    (mfpde.equiangular), to 1e-9 up to t = 3 (past the collapse for all but softmax at beta = 4).
+    rk4 with dt = 2e-3 errs by at most 1.8e-10 (uniform, beta = 4: the stiff approach to
+    rho = 1), 2.7e-9 with dt = 4e-3 (measured)."""
     from mfpde.equiangular import equiangular_inner_product, equiangular_positions
 
-    n, S = 32, 4
+    n, S = 32, 2
     X0 = equiangular_positions(n, n, systems=S, seed=7)
     np.save(tmp_path / "x0.npy", X0)
     cfg = {"model": {"d": n, "beta": beta, "normalization": normalization},
            "initial": {"kind": "file", "path": str(tmp_path / "x0.npy"), "systems": S},
-           "solver": {"integrator": "rk4", "dt": 1e-3, "t_end": 3.0},
+           "solver": {"integrator": "rk4", "dt": 2e-3, "t_end": 3.0},
            "output": {"path": str(tmp_path / "eq.h5"), "save_every": 0.25, "diagnostics": ["clustered_fraction"]}}
     res = mfpde.run(cfg)
     rho = equiangular_inner_product(res.times, beta, n, normalization)
