@@ -106,7 +106,7 @@ class StudyResult:
         columns = {"run_id": list(self.summary.get("run_id", [f"run_{i:04d}" for i in range(n)]))}
         for axis in self.axes:
             columns[axis] = [v[axis] for v in values]
-        for name in ("metric_min", "t_min", "metric_final", "metric_sem", "decay_rate", "wall_time"):
+        for name in SUMMARY_NUMERIC:
             if name in self.summary:
                 columns[name] = np.asarray(self.summary[name], dtype=float)
         for name in ("status", "error"):

@@ -393,8 +393,6 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                                 a6 += e * v6[j]
                             if DV > 7:
                                 a7 += e * v7[j]
-                        for j in range(m):
-                            total += s[j]
                         if DV > 0:
                             avg[0] = a0
                         if DV > 1:
@@ -414,14 +412,14 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                     else:
                         for j in range(m):
                             s[j] = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
-                        for j in range(m):
-                            total += s[j]
                         for k in range(DV):
                             vk = vT[k]
                             ak = zero
                             for j in range(m):
                                 ak += s[j] * vk[j]
                             avg[k] = ak
+                    for j in range(m):  # S_i, from the exponentials stored in s by either branch
+                        total += s[j]
                     tot = np.float64(total)
                     shift = np.float64(mx)
                     smax[sy, i] = shift

@@ -84,11 +84,7 @@ class ParticleSolver:
         if weights.shape != x.shape[:-1]:
             raise ValueError(f"positions and weights must have one row per particle: weights of shape {x.shape[:-1]}, "
                              f"got {weights.shape}")
-        if x.ndim == 3:  # an ensemble: the kernel's system axis, on the CPU
-            f = self.field(weights)
-            yield from snapshot_loop(x, times, t0, lambda x, t, t_out: self._advance(f, x, t, t_out, on_step))
-            return
-        stepper = self._device_stepper(weights)
+        stepper = self._device_stepper(weights) if x.ndim == 2 else None  # an ensemble steps on the CPU
         if stepper is not None:
             yield from self._device_snapshots(stepper, x, times, t0, on_step)
             return
