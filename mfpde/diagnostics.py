@@ -540,13 +540,16 @@ def _evaluate_ensemble(names, points, weights, context: EnsembleContext) -> dict
     S = len(context)
     if points.ndim != 3 or points.shape[0] != S or weights.shape != points.shape[:-1]:
         raise ValueError(f"expected points ({S}, n, d) and weights ({S}, n), got {points.shape} and {weights.shape}")
+    names = validate_names(names)
+    # the diagnostics without an ensemble form: one evaluate per system for all of them
+    single = [name for name in names if REGISTRY[name].ensemble is None]
+    per_system = [evaluate(single, points[s], weights[s], context.contexts[s]) for s in range(S)] if single else []
     result = {}
-    for name in validate_names(names):
+    for name in names:
         diagnostic = REGISTRY[name]
         if diagnostic.ensemble is not None:
             result[name] = np.asarray(diagnostic.ensemble(points, weights, context.contexts[0]), dtype=np.float64)
             continue
-        per_system = [evaluate((name,), points[s], weights[s], context.contexts[s]) for s in range(S)]
-        for key in per_system[0]:
+        for key in output_names((name,), context.contexts[0]):
             result[key] = np.array([values[key] for values in per_system])
     return result
