@@ -68,11 +68,15 @@ def _check_diagnostic_name(name) -> str:
     return name
 
 
-def _diagnostic_value(name: str, value) -> float:
+def _diagnostic_value(name: str, value, systems: int = 1):
+    """A diagnostic's value of one snapshot as stored: a float, or (S,) float64 for an ensemble
+    of S > 1 systems."""
     arr = np.asarray(value)
-    if arr.shape != () or arr.dtype.kind not in "fiub":
-        raise ValueError(f"diagnostic {name!r} must be a real scalar, got {value!r}")
-    return float(arr)
+    shape = () if systems == 1 else (systems,)
+    if arr.shape != shape or arr.dtype.kind not in "fiub":
+        what = "a real scalar" if systems == 1 else f"{systems} real numbers (one per system)"
+        raise ValueError(f"diagnostic {name!r} must be {what}, got {value!r}")
+    return float(arr) if systems == 1 else arr.astype(np.float64)
 
 
 class RunWriter(_ManagedFile):
@@ -420,7 +424,7 @@ class RunWriter(_ManagedFile):
         (name, value), = given
         kind = STATE_KINDS[name]
         diagnostics = dict(diagnostics or {})
-        values = {_check_diagnostic_name(k): self._diagnostic_row(k, v) for k, v in diagnostics.items()}
+        values = {_check_diagnostic_name(k): _diagnostic_value(k, v, self.systems) for k, v in diagnostics.items()}
         group = f["state"]
         T = self.n_snapshots
         if T > 0:
@@ -459,16 +463,6 @@ class RunWriter(_ManagedFile):
 
     #: What fixes the length of a state axis once static data are written: (dataset, word, source).
     _AXIS_SOURCES = {"particle": ("/state/weights", "rows", "the weights"), "cell": ("/grid/areas", "cells", "the grid")}
-
-    def _diagnostic_row(self, name, value):
-        """A diagnostic's value of one snapshot: a float, or (S,) floats for an ensemble."""
-        if self.systems == 1:
-            return _diagnostic_value(name, value)
-        row = np.asarray(value)
-        if row.shape != (self.systems,) or row.dtype.kind not in "fiub":
-            raise ValueError(f"diagnostic {name!r} of an ensemble must be {self.systems} numbers (one per "
-                             f"system), got {row.shape if row.dtype.kind in 'fiub' else value!r}")
-        return row.astype(np.float64)
 
     def _dims(self, kind) -> tuple:
         return kind.dims if self.systems == 1 else ("system",) + kind.dims

@@ -37,10 +37,15 @@ __all__ = ["Attention", "make_attention", "register_kernel", "unregister_kernel"
 _REGISTRY: dict = {}
 
 
-def _points(name: str, value, d: int) -> np.ndarray:
+def _points(name: str, value, d: int, ensemble: bool = False, systems: int | None = None) -> np.ndarray:
+    """Finite points as C-contiguous float64: (N, d), or (S, N, d) for an ``ensemble`` (S =
+    ``systems`` when given)."""
     arr = np.ascontiguousarray(value, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != d:
+    if not ensemble and (arr.ndim != 2 or arr.shape[1] != d):
         raise ValueError(f"{name} must have shape (N, {d}) for d = {d}, got {arr.shape}")
+    if ensemble and (arr.ndim != 3 or arr.shape[2] != d or (systems is not None and arr.shape[0] != systems)):
+        want = f"({'S' if systems is None else systems}, N, {d})"
+        raise ValueError(f"{name} must have shape {want} for an ensemble in d = {d}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite")
     return arr
@@ -53,16 +58,6 @@ def _same_points(X, Y) -> bool:
         return True
     return (isinstance(X, np.ndarray) and isinstance(Y, np.ndarray) and X.dtype == Y.dtype and X.shape == Y.shape
             and X.strides == Y.strides and X.__array_interface__["data"][0] == Y.__array_interface__["data"][0])
-
-
-def _ensemble_points(name: str, value, d: int, systems: int | None = None) -> np.ndarray:
-    arr = np.ascontiguousarray(value, dtype=np.float64)
-    if arr.ndim != 3 or arr.shape[2] != d or (systems is not None and arr.shape[0] != systems):
-        want = f"({'S' if systems is None else systems}, N, {d})"
-        raise ValueError(f"{name} must have shape {want} for an ensemble in d = {d}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite")
-    return arr
 
 
 def _ensemble_masses(weights, systems: int, m: int) -> np.ndarray:
@@ -169,7 +164,7 @@ class Attention:
         if np.ndim(X) == 3:
             if self.kernel == "continuum":
                 self._refuse_ensemble()
-                X = _ensemble_points("X", X, d)
+                X = _points("X", X, d, ensemble=True)
                 return tangent_projection(X, continuum_average(self.model, X))
             return self.ensemble_velocity(*self._ensemble_inputs(X, Y, weights))
         self_interaction = _same_points(X, Y)
@@ -219,8 +214,8 @@ class Attention:
         self._refuse_ensemble()
         d = self.model.d
         self_interaction = _same_points(X, Y)
-        X = _ensemble_points("X", X, d)
-        Y = X if self_interaction else _ensemble_points("Y", Y, d, systems=len(X))
+        X = _points("X", X, d, ensemble=True)
+        Y = X if self_interaction else _points("Y", Y, d, ensemble=True, systems=len(X))
         if Y.shape[1] == 0:
             raise ValueError("Y must hold at least one source point per system")
         return X, Y, _ensemble_masses(weights, len(X), Y.shape[1])
