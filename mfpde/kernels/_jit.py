@@ -19,6 +19,11 @@ jit_parallel = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=Tr
 #: exp): FMA contraction only.  LLVM inlines these into the callers.
 jit_exact = numba.njit(cache=True, nogil=True, fastmath={"contract"})
 
+#: Explicit vector code (``_simd``): every fused multiply-add is written out, so nothing is
+#: contracted or reassociated and the bits do not depend on LLVM's scheduling.  ("nsz"
+#: only marks the flags as set: numba otherwise lets a callee inherit its caller's.)
+jit_vector = numba.njit(cache=True, nogil=True, fastmath={"nsz"})
+
 #: Loop bodies shared by several kernels: inlined into each caller at numba IR level
 #: (before typing), so the caller's compile-time constants (dimensions, precision) shape
 #: the inlined loop exactly as if it were written out there.

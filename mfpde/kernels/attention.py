@@ -44,9 +44,10 @@ from numba import prange
 from ..model import Model
 from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, log2_masses
 from .blocked import BLOCKED_MIN_D, blocked_sums
-from ._jit import jit_inline, jit_parallel
+from ._jit import jit_parallel, jit_vector
+from ._simd import lanes, vadd, vdiv, vfma, vload, vmax, vmul, vsplat, vstore, vsub
 from ._tile import fused_shifted_pass, online_tile_pass
-from .fastexp import exp2_32, exp2_64, maxnum
+from .fastexp import exp2_64, vexp2_32, vexp2_64
 from .registry import Attention, register_kernel
 
 __all__ = ["exact_sums", "ensemble_exact", "ensemble_kernel_applies", "make_ensemble_kernel", "make_softmax_sums", "make_shifted_sums", "pack_sources", "hardmax_sums", "NumbaExact",
@@ -195,66 +196,193 @@ ENSEMBLE_MODES = {"sums": 0, "softmax": 1, "uniform": 2}
 ENSEMBLE_TARGETS = 64
 
 
-@jit_inline
-def combine_rows(M, k, R, count, out, D):
-    """out[j] = sum_kk M[kk, k] R[kk, j] for j < count: column k of M (D, .) against the D rows
-    of R, the first eight terms unrolled so that the loop over j vectorizes (the ensemble
-    kernel's queries and values; M and R in the working precision)."""
-    r0 = R[0]
-    r1 = R[1]
-    r2 = R[2 if D > 2 else 1]
-    r3 = R[3 if D > 3 else 1]
-    r4 = R[4 if D > 4 else 1]
-    r5 = R[5 if D > 5 else 1]
-    r6 = R[6 if D > 6 else 1]
-    r7 = R[7 if D > 7 else 1]
-    b0 = M[0, k]
-    b1 = M[1, k]
-    b2 = M[2 if D > 2 else 1, k]
-    b3 = M[3 if D > 3 else 1, k]
-    b4 = M[4 if D > 4 else 1, k]
-    b5 = M[5 if D > 5 else 1, k]
-    b6 = M[6 if D > 6 else 1, k]
-    b7 = M[7 if D > 7 else 1, k]
-    for j in range(count):
-        a = b0 * r0[j] + b1 * r1[j]
-        if D > 2:
-            a += b2 * r2[j]
-        if D > 3:
-            a += b3 * r3[j]
-        if D > 4:
-            a += b4 * r4[j]
-        if D > 5:
-            a += b5 * r5[j]
-        if D > 6:
-            a += b6 * r6[j]
-        if D > 7:
-            a += b7 * r7[j]
-        for kk in range(8, D):
-            a += M[kk, k] * R[kk, j]
-        out[j] = a
+def ensemble_row(count, lanes_):
+    """Row length of the ensemble kernel's source arrays: ``count`` rounded up to whole vectors."""
+    return max(1, -(-count // lanes_)) * lanes_
+
+
+@functools.lru_cache(maxsize=None)
+def make_ensemble_sources(precision, d, dv):
+    """Keys and values of one system's sources for ``make_ensemble_group``.
+
+    ``sources(Y, sy, m, BcT, VT, K, Vs)``: for each source y_j = Y[sy, j] (j < m), in the
+    working precision, the key k_j = Bc y_j = sum_kk y_j[kk] Bc[:, kk] into K[j P : j P + d]
+    and the value v_j = V y_j into Vs[j PV : j PV + dv] (row lengths P, PV =
+    ``ensemble_row(d)``, ``ensemble_row(dv)``): fused multiply-adds over kk in order, one
+    vector per ``LANES`` coordinates, from BcT = Bc^T (d, P) and VT = V^T (d, PV) padded
+    with zero columns (so the padding of each row is 0).
+    """
+    ftype = PRECISIONS[precision]
+    D = int(d)
+    DV = int(dv)
+    LANES = lanes(64 if precision == "float64" else 32)
+    P = ensemble_row(D, LANES)
+    PV = ensemble_row(DV, LANES)
+
+    @jit_vector
+    def sources(Y, sy, m, BcT, VT, K, Vs):
+        for j in range(m):
+            for c in range(0, P, LANES):
+                a = vmul(vsplat(ftype(Y[sy, j, 0])), vload(BcT[0], c))
+                for kk in range(1, D):
+                    a = vfma(vsplat(ftype(Y[sy, j, kk])), vload(BcT[kk], c), a)
+                vstore(K, j * P + c, a)
+            for c in range(0, PV if DV > 0 else 0, LANES):
+                a = vmul(vsplat(ftype(Y[sy, j, 0])), vload(VT[0], c))
+                for kk in range(1, D):
+                    a = vfma(vsplat(ftype(Y[sy, j, kk])), vload(VT[kk], c), a)
+                vstore(Vs, j * PV + c, a)
+
+    return sources
+
+
+@functools.lru_cache(maxsize=None)
+def make_ensemble_group(precision, d, dv, mode="sums"):
+    """Scores, maximum, exponentials and sums for one group of ``LANES`` targets of a system,
+    each target a lane of a ``_simd.Vector`` (8 float64 or 16 float32 lanes).
+
+    ``group(xT, g, K, Vs, L, m, sb, acc)``: the targets' points are xT[:, g:g + lanes]
+    (xT (d, .)), the system's m sources their keys K and values Vs (rows of
+    ``make_ensemble_sources``: the score is s_ij = l_j + <x_i, k_j>) and log2-masses L
+    (m,); scratch sb (m lanes,).  Per lane i, in the working precision:
+
+        M_i = max_j s_ij,    S_i = sum_j 2^(s_ij - M_i),    N_ik = sum_j 2^(s_ij - M_i) v_jk,
+
+    every sum in the order j = 0, 1, ..., m - 1, written to acc[k] (k < dv), acc[max(dv, 1)]
+    (S_i) and acc[max(dv, 1) + 1] (M_i), each row lanes long.
+
+    float64 ``mode`` "softmax" or "uniform" also writes the normalization's factor into
+    acc[max(dv, 1) + 2]: 1 / S_i (softmax) or ``exp2_64(M_i)`` = 2^M_i (uniform,
+    meaningful for |M_i| <= 1000), the same bits as the kernel's scalar finish would
+    compute.  The vectors run over targets, so the sums need no
+    horizontal reduction and each source coordinate is broadcast; the first eight value
+    coordinates stay in registers (larger dv: one more pass per coordinate over the stored
+    exponentials).  A lane's arithmetic is the same in every lane and never mixes lanes: a
+    target's bits do not depend on which targets share its group.
+    """
+    ftype = PRECISIONS[precision]
+    D = int(d)
+    DV = int(dv)
+    DVB = max(DV, 1)
+    LANES = lanes(64 if precision == "float64" else 32)
+    P = ensemble_row(D, LANES)
+    PV = ensemble_row(DV, LANES)
+    vexp2 = vexp2_64 if precision == "float64" else vexp2_32
+    MODE = ENSEMBLE_MODES[mode]
+    FACTOR = precision == "float64" and MODE != 0
+
+    @jit_vector
+    def group(xT, g, K, Vs, L, m, sb, acc):
+        x0 = vload(xT[0], g)
+        x1 = vload(xT[1], g)
+        x2 = vload(xT[2 if D > 2 else 1], g)
+        x3 = vload(xT[3 if D > 3 else 1], g)
+        x4 = vload(xT[4 if D > 4 else 1], g)
+        x5 = vload(xT[5 if D > 5 else 1], g)
+        x6 = vload(xT[6 if D > 6 else 1], g)
+        x7 = vload(xT[7 if D > 7 else 1], g)
+        mx = vsplat(ftype(-np.inf))
+        for j in range(m):
+            b = j * P
+            sc = vfma(x0, vsplat(K[b]), vsplat(L[j]))
+            sc = vfma(x1, vsplat(K[b + 1]), sc)
+            if D > 2:
+                sc = vfma(x2, vsplat(K[b + 2]), sc)
+            if D > 3:
+                sc = vfma(x3, vsplat(K[b + 3]), sc)
+            if D > 4:
+                sc = vfma(x4, vsplat(K[b + 4]), sc)
+            if D > 5:
+                sc = vfma(x5, vsplat(K[b + 5]), sc)
+            if D > 6:
+                sc = vfma(x6, vsplat(K[b + 6]), sc)
+            if D > 7:
+                sc = vfma(x7, vsplat(K[b + 7]), sc)
+            for k in range(8, D):
+                sc = vfma(vload(xT[k], g), vsplat(K[b + k]), sc)
+            vstore(sb, j * LANES, sc)
+            mx = vmax(mx, sc)
+        zero = vsplat(ftype(0.0))
+        total = zero
+        a0 = zero
+        a1 = zero
+        a2 = zero
+        a3 = zero
+        a4 = zero
+        a5 = zero
+        a6 = zero
+        a7 = zero
+        for j in range(m):
+            e = vexp2(vsub(vload(sb, j * LANES), mx))
+            if DV > 8:
+                vstore(sb, j * LANES, e)
+            total = vadd(total, e)
+            b = j * PV
+            if DV > 0:
+                a0 = vfma(e, vsplat(Vs[b]), a0)
+            if DV > 1:
+                a1 = vfma(e, vsplat(Vs[b + 1]), a1)
+            if DV > 2:
+                a2 = vfma(e, vsplat(Vs[b + 2]), a2)
+            if DV > 3:
+                a3 = vfma(e, vsplat(Vs[b + 3]), a3)
+            if DV > 4:
+                a4 = vfma(e, vsplat(Vs[b + 4]), a4)
+            if DV > 5:
+                a5 = vfma(e, vsplat(Vs[b + 5]), a5)
+            if DV > 6:
+                a6 = vfma(e, vsplat(Vs[b + 6]), a6)
+            if DV > 7:
+                a7 = vfma(e, vsplat(Vs[b + 7]), a7)
+        if DV > 0:
+            vstore(acc[0], 0, a0)
+        if DV > 1:
+            vstore(acc[1], 0, a1)
+        if DV > 2:
+            vstore(acc[2], 0, a2)
+        if DV > 3:
+            vstore(acc[3], 0, a3)
+        if DV > 4:
+            vstore(acc[4], 0, a4)
+        if DV > 5:
+            vstore(acc[5], 0, a5)
+        if DV > 6:
+            vstore(acc[6], 0, a6)
+        if DV > 7:
+            vstore(acc[7], 0, a7)
+        for k in range(8, DV):
+            ak = zero
+            for j in range(m):
+                ak = vfma(vload(sb, j * LANES), vsplat(Vs[j * PV + k]), ak)
+            vstore(acc[k], 0, ak)
+        vstore(acc[DVB], 0, total)
+        vstore(acc[DVB + 1], 0, mx)
+        if FACTOR:
+            vstore(acc[DVB + 2], 0, vdiv(vsplat(1.0), total) if MODE == 1 else vexp2(mx))
+
+    return group
 
 
 @functools.lru_cache(maxsize=None)
 def make_ensemble_kernel(precision, d, dv, mode, project):
     """The exact kernel for an ensemble of small systems (at most ``TILE`` sources each).
 
-    ``kernel(X, Y, W, Bc, VT, nchunks, out, den, smax)``: X (S, n, d) targets, Y (S, m, d)
-    sources (X itself for self-interaction), W (S, m) masses (float64), Bc = log2(e) beta B
-    (d, d) and VT = V^T (d, dv) in the working precision (C-contiguous); out (S, n, max(dv, 1)), den and smax (S, n)
-    float64.  Interactions stay inside a system.
+    ``kernel(X, Y, W, BcT, VT, nchunks, out, den, smax)``: X (S, n, d) targets, Y (S, m, d)
+    sources (X itself for self-interaction), W (S, m) masses (float64), BcT = (log2(e) beta
+    B)^T and VT = V^T in the working precision, padded with zero columns to whole vectors
+    (``make_ensemble_sources``); out (S, n, max(dv, 1)), den and smax (S, n) float64.
+    Interactions stay inside a system.
 
     Work items are (system, block of ``ENSEMBLE_TARGETS`` targets), ``prange`` over
     ``nchunks`` contiguous runs of them (scratch allocated once per run).  Per item, in
     the working precision:
 
-    1. the system's sources transposed, y (d, m), their values v = V y (dv, m) and log2
-       masses l (m,), and the block's queries q_i = Bc^T x_i (d, block): small matrix
-       products vectorized over the points;
-    2. per target, three loops over the m sources, each vectorized over them: the
-       scores s_j = l_j + <q_i, y_j> and their maximum M_i; e_j = 2^(s_j - M_i)
-       (``exp2_64`` / ``exp2_32``, every exponent <= 0) with S_i = sum_j e_j and
-       N_i = sum_j e_j v_j (dv <= 8: one fused loop; larger dv: one loop per coordinate).
+    1. the log2 masses l (m,), the keys k_j = Bc y_j and values v_j = V y_j of the system's
+       sources (``make_ensemble_sources``) and the block's targets transposed, x (d, block);
+    2. per group of ``LANES`` targets, ``make_ensemble_group``: the scores s_ij = l_j +
+       <x_i, k_j> and their maximum M_i, e_ij = 2^(s_ij - M_i) (``vexp2_64`` /
+       ``vexp2_32``, every exponent <= 0), S_i = sum_j e_ij and N_i = sum_j e_ij v_j, one
+       target per vector lane.
 
     Each target is then finished: ``mode`` "sums" writes N_i, S_i, M_i (log2 units);
     "softmax" writes N_i / S_i, "uniform" 2^M_i N_i and, in den, the log of its largest
@@ -266,35 +394,41 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
     gives the same bits as the same system alone (S = 1), whatever the thread count.
     """
     ftype = PRECISIONS[precision]
-    IS64 = precision == "float64"
     D = int(d)
     DV = int(dv)
     DVB = max(DV, 1)
     MODE = ENSEMBLE_MODES[mode]
     PROJECT = bool(project)
     TB = ENSEMBLE_TARGETS
-    FUSED = DV <= UNROLLED_VALUES
+    LANES = lanes(64 if precision == "float64" else 32)
+    # float64: the normalization's factor (1 / S_i or 2^M_i) comes lane-wise from the group
+    FACTOR = precision == "float64" and MODE != 0
+    group = make_ensemble_group(precision, D, DV, mode)
+    sources = make_ensemble_sources(precision, D, DV)
+    P = ensemble_row(D, LANES)
+    PV = ensemble_row(DV, LANES)
 
     @jit_parallel
-    def kernel(X, Y, W, Bc, VT, nchunks, out, den, smax):
+    def kernel(X, Y, W, BcT, VT, nchunks, out, den, smax):
         nsys = X.shape[0]
         n = X.shape[1]
         m = Y.shape[1]
         nblocks = (n + TB - 1) // TB
         items = nsys * nblocks
         for c in prange(nchunks):
-            yT = np.empty((D, m), dtype=ftype)
-            vT = np.empty((DVB, m), dtype=ftype)
+            K = np.empty(m * P, dtype=ftype)
+            Vs = np.empty(m * PV, dtype=ftype)
             L = np.empty(m, dtype=ftype)
-            xT = np.empty((D, TB), dtype=ftype)
-            qT = np.empty((D, TB), dtype=ftype)
-            s = np.empty(m, dtype=ftype)
+            xT = np.zeros((D, TB), dtype=ftype)  # lanes past the block's last target stay finite
+            sb = np.empty(m * LANES, dtype=ftype)
+            acc = np.empty((DVB + 3, LANES), dtype=ftype)
             avg = np.empty(DVB)
             for it in range(c * items // nchunks, (c + 1) * items // nchunks):
                 sy = it // nblocks
                 i0 = (it - sy * nblocks) * TB
                 nb = min(TB, n - i0)
-                # 1. the system's sources, values and log-masses; the block's queries
+                # 1. the system's log-masses, keys and values (once per item: one item per
+                # system unless n > ENSEMBLE_TARGETS); the block's targets, transposed
                 wprev = -1.0
                 lj = ftype(-np.inf)
                 for j in range(m):
@@ -303,156 +437,53 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                         lj = ftype(np.log2(w)) if w > 0.0 else ftype(-np.inf)
                         wprev = w
                     L[j] = lj
-                for j in range(m):
-                    for k in range(D):
-                        yT[k, j] = Y[sy, j, k]
+                sources(Y, sy, m, BcT, VT, K, Vs)
                 for ii in range(nb):
                     for k in range(D):
                         xT[k, ii] = X[sy, i0 + ii, k]
-                y0 = yT[0]
-                y1 = yT[1]
-                y2 = yT[2 if D > 2 else 1]
-                y3 = yT[3 if D > 3 else 1]
-                y4 = yT[4 if D > 4 else 1]
-                y5 = yT[5 if D > 5 else 1]
-                y6 = yT[6 if D > 6 else 1]
-                y7 = yT[7 if D > 7 else 1]
-                for k in range(DV):  # v_k = sum_kk V[k, kk] y_kk: vectorized over the sources
-                    combine_rows(VT, k, yT, m, vT[k], D)
-                for k in range(D):  # q_k = sum_kk Bc[kk, k] x_kk: vectorized over the block's targets
-                    combine_rows(Bc, k, xT, nb, qT[k], D)
-                v0 = vT[0]
-                v1 = vT[1 if DV > 1 else 0]
-                v2 = vT[2 if DV > 2 else 0]
-                v3 = vT[3 if DV > 3 else 0]
-                v4 = vT[4 if DV > 4 else 0]
-                v5 = vT[5 if DV > 5 else 0]
-                v6 = vT[6 if DV > 6 else 0]
-                v7 = vT[7 if DV > 7 else 0]
-                # 2. per target: scores and their maximum, exponentials and sums
-                for ii in range(nb):
-                    i = i0 + ii
-                    q0 = qT[0, ii]
-                    q1 = qT[1, ii]
-                    q2 = qT[2 if D > 2 else 1, ii]
-                    q3 = qT[3 if D > 3 else 1, ii]
-                    q4 = qT[4 if D > 4 else 1, ii]
-                    q5 = qT[5 if D > 5 else 1, ii]
-                    q6 = qT[6 if D > 6 else 1, ii]
-                    q7 = qT[7 if D > 7 else 1, ii]
-                    for j in range(m):
-                        sc = L[j] + q0 * y0[j] + q1 * y1[j]
-                        if D > 2:
-                            sc += q2 * y2[j]
-                        if D > 3:
-                            sc += q3 * y3[j]
-                        if D > 4:
-                            sc += q4 * y4[j]
-                        if D > 5:
-                            sc += q5 * y5[j]
-                        if D > 6:
-                            sc += q6 * y6[j]
-                        if D > 7:
-                            sc += q7 * y7[j]
-                        for k in range(8, D):
-                            sc += qT[k, ii] * yT[k, j]
-                        s[j] = sc
-                    mx = ftype(-np.inf)
-                    for j in range(m):
-                        mx = maxnum(mx, s[j])
-                    zero = ftype(0.0)
-                    total = zero
-                    if FUSED:
-                        a0 = zero
-                        a1 = zero
-                        a2 = zero
-                        a3 = zero
-                        a4 = zero
-                        a5 = zero
-                        a6 = zero
-                        a7 = zero
-                        for j in range(m):
-                            # e is stored and summed in a loop of its own: added here, the exponential's
-                            # last product could be fused into the sum (an FMA) in one compilation and
-                            # not in another (numba's disk cache), and S_i would differ by an ulp
-                            e = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
-                            s[j] = e
-                            if DV > 0:
-                                a0 += e * v0[j]
-                            if DV > 1:
-                                a1 += e * v1[j]
-                            if DV > 2:
-                                a2 += e * v2[j]
-                            if DV > 3:
-                                a3 += e * v3[j]
-                            if DV > 4:
-                                a4 += e * v4[j]
-                            if DV > 5:
-                                a5 += e * v5[j]
-                            if DV > 6:
-                                a6 += e * v6[j]
-                            if DV > 7:
-                                a7 += e * v7[j]
-                        if DV > 0:
-                            avg[0] = a0
-                        if DV > 1:
-                            avg[1] = a1
-                        if DV > 2:
-                            avg[2] = a2
-                        if DV > 3:
-                            avg[3] = a3
-                        if DV > 4:
-                            avg[4] = a4
-                        if DV > 5:
-                            avg[5] = a5
-                        if DV > 6:
-                            avg[6] = a6
-                        if DV > 7:
-                            avg[7] = a7
-                    else:
-                        for j in range(m):
-                            s[j] = exp2_64(s[j] - mx) if IS64 else exp2_32(s[j] - mx)
+                # 2. per group of LANES targets: scores, maxima, exponentials and sums
+                for g in range(0, nb, LANES):
+                    group(xT, g, K, Vs, L, m, sb, acc)
+                    for lane in range(min(LANES, nb - g)):
+                        i = i0 + g + lane
+                        tot = np.float64(acc[DVB, lane])
+                        shift = np.float64(acc[DVB + 1, lane])
+                        smax[sy, i] = shift
+                        if MODE == 0:
+                            for k in range(DV):
+                                out[sy, i, k] = acc[k, lane]
+                            den[sy, i] = tot
+                            continue
                         for k in range(DV):
-                            vk = vT[k]
-                            ak = zero
-                            for j in range(m):
-                                ak += s[j] * vk[j]
-                            avg[k] = ak
-                    for j in range(m):  # S_i, from the exponentials stored in s by either branch
-                        total += s[j]
-                    tot = np.float64(total)
-                    shift = np.float64(mx)
-                    smax[sy, i] = shift
-                    if MODE == 0:
-                        for k in range(DV):
-                            out[sy, i, k] = avg[k]
-                        den[sy, i] = tot
-                        continue
-                    if MODE == 1:
-                        inv = 1.0 / tot
-                        for k in range(DV):
-                            avg[k] = avg[k] * inv
-                    else:
-                        # 2^M N; den: the log of its largest |coordinate| where that overflows
-                        # (the caller's check; -inf elsewhere, which saves a log per target)
-                        scale = exp2_64(shift) if -1000.0 <= shift <= 1000.0 else np.exp2(shift)
-                        big = 0.0
-                        for k in range(DV):
-                            big = max(big, abs(avg[k]))
-                        den[sy, i] = -np.inf
-                        if not big * scale <= FLOAT_MAX:
-                            den[sy, i] = shift * LN2 + np.log(big)
-                        for k in range(DV):
-                            avg[k] = avg[k] * scale
-                    if PROJECT:
-                        dot = 0.0
-                        for k in range(DV):
-                            dot += X[sy, i, k] * avg[k]
-                        for k in range(DV):
-                            out[sy, i, k] = avg[k] - dot * X[sy, i, k]
-                    else:
-                        for k in range(DV):
-                            out[sy, i, k] = avg[k]
+                            avg[k] = acc[k, lane]
+                        if MODE == 1:
+                            inv = np.float64(acc[DVB + 2, lane]) if FACTOR else 1.0 / tot
+                            for k in range(DV):
+                                avg[k] = avg[k] * inv
+                        else:
+                            # 2^M N; den: the log of its largest |coordinate| where that overflows
+                            # (the caller's check; -inf elsewhere, which saves a log per target)
+                            if -1000.0 <= shift <= 1000.0:
+                                scale = np.float64(acc[DVB + 2, lane]) if FACTOR else exp2_64(shift)
+                            else:
+                                scale = np.exp2(shift)
+                            big = 0.0
+                            for k in range(DV):
+                                big = max(big, abs(avg[k]))
+                            den[sy, i] = -np.inf
+                            if not big * scale <= FLOAT_MAX:
+                                den[sy, i] = shift * LN2 + np.log(big)
+                            for k in range(DV):
+                                avg[k] = avg[k] * scale
+                        if PROJECT:
+                            dot = 0.0
+                            for k in range(DV):
+                                dot += X[sy, i, k] * avg[k]
+                            for k in range(DV):
+                                out[sy, i, k] = avg[k] - dot * X[sy, i, k]
+                        else:
+                            for k in range(DV):
+                                out[sy, i, k] = avg[k]
 
     return kernel
 
@@ -566,12 +597,15 @@ def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
     smax = np.empty((nsys, n))
     if nsys * n:
         dtype = PRECISIONS[precision]
-        Bc = np.ascontiguousarray((LOG2E * model.beta) * model.B, dtype=dtype)
-        VT = np.ascontiguousarray(model.V[:dv].T, dtype=dtype)
+        width = lanes(np.dtype(dtype).itemsize * 8)
+        BcT = np.zeros((d, ensemble_row(d, width)), dtype=dtype)  # zero columns pad each row to whole vectors
+        BcT[:, :d] = ((LOG2E * model.beta) * model.B).T
+        VT = np.zeros((d, ensemble_row(dv, width)), dtype=dtype)
+        VT[:, :dv] = model.V[:dv].T
         items = nsys * (-(-n // ENSEMBLE_TARGETS))
         nchunks = min(items, 8 * numba.get_num_threads())
         kernel = make_ensemble_kernel(precision, d, dv, mode, project and mode != "sums")
-        kernel(X, Y, weights, Bc, VT, nchunks, out, den, smax)
+        kernel(X, Y, weights, BcT, VT, nchunks, out, den, smax)
     if mode == "sums":
         return out, den, smax
     if mode == "uniform" and nsys * n:

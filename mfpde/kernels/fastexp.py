@@ -43,9 +43,10 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import jit_exact, jit_parallel
+from ._jit import jit_exact, jit_parallel, jit_vector
+from ._simd import vadd, vexp2_scale, vfma, vmax, vmul, vsplat, vsub
 
-__all__ = ["exp64", "exp32", "exp2_64", "exp2_32", "maxnum", "exp_array", "exp2_array"]
+__all__ = ["exp64", "exp32", "exp2_64", "exp2_32", "vexp2_64", "vexp2_32", "maxnum", "exp_array", "exp2_array"]
 
 
 @intrinsic
@@ -268,6 +269,44 @@ def exp2_32(x):
     p = p * r + _F_ONE
     e = max(_float32_as_int32(t) - _F_EXP_BIAS, np.int32(0))
     return p * _int32_as_float32(e << np.int32(23))
+
+
+@jit_vector
+def vexp2_64(x):
+    """``exp2_64`` lane-wise on a ``_simd.Vector`` of float64: the same operations with
+    every fused multiply-add explicit, so each lane equals ``exp2_64`` of it bit for bit."""
+    x = vmax(x, vsplat(-1100.0))
+    shifter = vsplat(_SHIFTER)
+    t = vadd(x, shifter)
+    r = vsub(x, vsub(t, shifter))
+    p = vfma(vsplat(_P11), r, vsplat(_P10))
+    p = vfma(p, r, vsplat(_P9))
+    p = vfma(p, r, vsplat(_P8))
+    p = vfma(p, r, vsplat(_P7))
+    p = vfma(p, r, vsplat(_P6))
+    p = vfma(p, r, vsplat(_P5))
+    p = vfma(p, r, vsplat(_P4))
+    p = vfma(p, r, vsplat(_P3))
+    p = vfma(p, r, vsplat(_P2))
+    p = vfma(p, r, vsplat(_P1))
+    p = vfma(p, r, vsplat(1.0))
+    return vmul(p, vexp2_scale(t, _EXP_BIAS))
+
+
+@jit_vector
+def vexp2_32(x):
+    """``exp2_32`` lane-wise on a ``_simd.Vector`` of float32 (bit for bit, as ``vexp2_64``)."""
+    x = vmax(x, vsplat(_F_LO_CLAMP2))
+    shifter = vsplat(_F_SHIFTER)
+    t = vadd(x, shifter)
+    r = vsub(x, vsub(t, shifter))
+    p = vfma(vsplat(_Q6), r, vsplat(_Q5))
+    p = vfma(p, r, vsplat(_Q4))
+    p = vfma(p, r, vsplat(_Q3))
+    p = vfma(p, r, vsplat(_Q2))
+    p = vfma(p, r, vsplat(_Q1))
+    p = vfma(p, r, vsplat(_F_ONE))
+    return vmul(p, vexp2_scale(t, _F_EXP_BIAS))
 
 
 @jit_parallel
