@@ -237,11 +237,11 @@ def make_ensemble_sources(precision, d, dv):
 
 
 @functools.lru_cache(maxsize=None)
-def make_ensemble_group(precision, d, dv, mode="sums"):
+def make_ensemble_group(precision, d, dv):
     """Scores, maximum, exponentials and sums for one group of ``LANES`` targets of a system,
     each target a lane of a ``_simd.Vector`` (8 float64 or 16 float32 lanes).
 
-    ``group(xT, g, K, Vs, L, m, sb, acc)``: the targets' points are xT[:, g:g + lanes]
+    ``group(xT, g, K, Vs, L, m, sb, acc, mode)``: the targets' points are xT[:, g:g + lanes]
     (xT (d, .)), the system's m sources their keys K and values Vs (rows of
     ``make_ensemble_sources``: the score is s_ij = l_j + <x_i, k_j>) and log2-masses L
     (m,); scratch sb (m lanes,).  Per lane i, in the working precision:
@@ -251,8 +251,8 @@ def make_ensemble_group(precision, d, dv, mode="sums"):
     every sum in the order j = 0, 1, ..., m - 1, written to acc[k] (k < dv), acc[max(dv, 1)]
     (S_i) and acc[max(dv, 1) + 1] (M_i), each row lanes long.
 
-    float64 ``mode`` "softmax" or "uniform" also writes the normalization's factor into
-    acc[max(dv, 1) + 2]: 1 / S_i (softmax) or ``exp2_64(M_i)`` = 2^M_i (uniform,
+    In float64, ``mode`` 1 (softmax) or 2 (uniform; ``ENSEMBLE_MODES``) also writes the
+    normalization's factor into acc[max(dv, 1) + 2]: 1 / S_i (softmax) or ``exp2_64(M_i)`` = 2^M_i (uniform,
     meaningful for |M_i| <= 1000), the same bits as the kernel's scalar finish would
     compute.  The vectors run over targets, so the sums need no
     horizontal reduction and each source coordinate is broadcast; the first eight value
@@ -268,11 +268,10 @@ def make_ensemble_group(precision, d, dv, mode="sums"):
     P = ensemble_row(D, LANES)
     PV = ensemble_row(DV, LANES)
     vexp2 = vexp2_64 if precision == "float64" else vexp2_32
-    MODE = ENSEMBLE_MODES[mode]
-    FACTOR = precision == "float64" and MODE != 0
+    IS64 = precision == "float64"
 
     @jit_vector
-    def group(xT, g, K, Vs, L, m, sb, acc):
+    def group(xT, g, K, Vs, L, m, sb, acc, mode):
         x0 = vload(xT[0], g)
         x1 = vload(xT[1], g)
         x2 = vload(xT[2 if D > 2 else 1], g)
@@ -357,17 +356,19 @@ def make_ensemble_group(precision, d, dv, mode="sums"):
             vstore(acc[k], 0, ak)
         vstore(acc[DVB], 0, total)
         vstore(acc[DVB + 1], 0, mx)
-        if FACTOR:
-            vstore(acc[DVB + 2], 0, vdiv(vsplat(1.0), total) if MODE == 1 else vexp2(mx))
+        if IS64 and mode == 1:
+            vstore(acc[DVB + 2], 0, vdiv(vsplat(1.0), total))
+        elif IS64 and mode == 2:
+            vstore(acc[DVB + 2], 0, vexp2(mx))
 
     return group
 
 
 @functools.lru_cache(maxsize=None)
-def make_ensemble_kernel(precision, d, dv, mode, project):
+def make_ensemble_kernel(precision, d, dv):
     """The exact kernel for an ensemble of small systems (at most ``TILE`` sources each).
 
-    ``kernel(X, Y, W, BcT, VT, nchunks, out, den, smax)``: X (S, n, d) targets, Y (S, m, d)
+    ``kernel(X, Y, W, BcT, VT, mode, project, nchunks, out, den, smax)``: X (S, n, d) targets, Y (S, m, d)
     sources (X itself for self-interaction), W (S, m) masses (float64), BcT = (log2(e) beta
     B)^T and VT = V^T in the working precision, padded with zero columns to whole vectors
     (``make_ensemble_sources``); out (S, n, max(dv, 1)), den and smax (S, n) float64.
@@ -384,10 +385,11 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
        ``vexp2_32``, every exponent <= 0), S_i = sum_j e_ij and N_i = sum_j e_ij v_j, one
        target per vector lane.
 
-    Each target is then finished: ``mode`` "sums" writes N_i, S_i, M_i (log2 units);
-    "softmax" writes N_i / S_i, "uniform" 2^M_i N_i and, in den, the log of its largest
-    |coordinate| (the caller's overflow check); ``project`` replaces the average a by the
-    tangent projection a - <x, a> x (dv = d).
+    Each target is then finished by ``mode`` (``ENSEMBLE_MODES``, a run-time argument like
+    ``project``, so one compilation serves them all): "sums" writes N_i, S_i, M_i (log2
+    units); "softmax" writes N_i / S_i, "uniform" 2^M_i N_i and, in den, the log of its
+    largest |coordinate| (the caller's overflow check); ``project`` replaces the average a
+    by the tangent projection a - <x, a> x (dv = d).
 
     The arithmetic of a target depends only on its system (and the system's n, m), never
     on S, the system's position in the ensemble or ``nchunks``: system s of an ensemble
@@ -397,19 +399,17 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
     D = int(d)
     DV = int(dv)
     DVB = max(DV, 1)
-    MODE = ENSEMBLE_MODES[mode]
-    PROJECT = bool(project)
     TB = ENSEMBLE_TARGETS
     LANES = lanes(64 if precision == "float64" else 32)
     # float64: the normalization's factor (1 / S_i or 2^M_i) comes lane-wise from the group
-    FACTOR = precision == "float64" and MODE != 0
-    group = make_ensemble_group(precision, D, DV, mode)
+    IS64 = precision == "float64"
+    group = make_ensemble_group(precision, D, DV)
     sources = make_ensemble_sources(precision, D, DV)
     P = ensemble_row(D, LANES)
     PV = ensemble_row(DV, LANES)
 
     @jit_parallel
-    def kernel(X, Y, W, BcT, VT, nchunks, out, den, smax):
+    def kernel(X, Y, W, BcT, VT, mode, project, nchunks, out, den, smax):
         nsys = X.shape[0]
         n = X.shape[1]
         m = Y.shape[1]
@@ -443,28 +443,28 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                         xT[k, ii] = X[sy, i0 + ii, k]
                 # 2. per group of LANES targets: scores, maxima, exponentials and sums
                 for g in range(0, nb, LANES):
-                    group(xT, g, K, Vs, L, m, sb, acc)
+                    group(xT, g, K, Vs, L, m, sb, acc, mode)
                     for lane in range(min(LANES, nb - g)):
                         i = i0 + g + lane
                         tot = np.float64(acc[DVB, lane])
                         shift = np.float64(acc[DVB + 1, lane])
                         smax[sy, i] = shift
-                        if MODE == 0:
+                        if mode == 0:
                             for k in range(DV):
                                 out[sy, i, k] = acc[k, lane]
                             den[sy, i] = tot
                             continue
                         for k in range(DV):
                             avg[k] = acc[k, lane]
-                        if MODE == 1:
-                            inv = np.float64(acc[DVB + 2, lane]) if FACTOR else 1.0 / tot
+                        if mode == 1:
+                            inv = np.float64(acc[DVB + 2, lane]) if IS64 else 1.0 / tot
                             for k in range(DV):
                                 avg[k] = avg[k] * inv
                         else:
                             # 2^M N; den: the log of its largest |coordinate| where that overflows
                             # (the caller's check; -inf elsewhere, which saves a log per target)
                             if -1000.0 <= shift <= 1000.0:
-                                scale = np.float64(acc[DVB + 2, lane]) if FACTOR else exp2_64(shift)
+                                scale = np.float64(acc[DVB + 2, lane]) if IS64 else exp2_64(shift)
                             else:
                                 scale = np.exp2(shift)
                             big = 0.0
@@ -475,7 +475,7 @@ def make_ensemble_kernel(precision, d, dv, mode, project):
                                 den[sy, i] = shift * LN2 + np.log(big)
                             for k in range(DV):
                                 avg[k] = avg[k] * scale
-                        if PROJECT:
+                        if project:
                             dot = 0.0
                             for k in range(DV):
                                 dot += X[sy, i, k] * avg[k]
@@ -604,8 +604,8 @@ def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
         VT[:, :dv] = model.V[:dv].T
         items = nsys * (-(-n // ENSEMBLE_TARGETS))
         nchunks = min(items, 8 * numba.get_num_threads())
-        kernel = make_ensemble_kernel(precision, d, dv, mode, project and mode != "sums")
-        kernel(X, Y, weights, BcT, VT, nchunks, out, den, smax)
+        kernel = make_ensemble_kernel(precision, d, dv)
+        kernel(X, Y, weights, BcT, VT, ENSEMBLE_MODES[mode], project and mode != "sums", nchunks, out, den, smax)
     if mode == "sums":
         return out, den, smax
     if mode == "uniform" and nsys * n:
