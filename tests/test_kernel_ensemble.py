@@ -209,15 +209,16 @@ import mfpde
 from mfpde.kernels import make_attention
 rng = np.random.default_rng(0)
 out = {}
-for d in (3, 12):
+for d in map(int, sys.argv[2].split(",")):
     X = rng.standard_normal((2, 40, d))
     X /= np.linalg.norm(X, axis=-1, keepdims=True)
     Q, K, V = (rng.standard_normal((d, d)) / np.sqrt(d) for _ in range(3))
     W = rng.random((2, 40))
     for norm in ("softmax", "uniform"):
-        att = make_attention(mfpde.Model(d=d, beta=5.0, Q=Q, K=K, V=V, normalization=norm))
-        out[f"v{d}{norm}"] = att.velocity(X, weights=W)
-        out[f"z{d}{norm}"] = att.log_partition(X, weights=W)
+        for precision in sys.argv[3].split(","):
+            att = make_attention(mfpde.Model(d=d, beta=5.0, Q=Q, K=K, V=V, normalization=norm), precision=precision)
+            out[f"v{d}{norm}{precision}"] = att.velocity(X, weights=W)
+            out[f"z{d}{norm}{precision}"] = att.log_partition(X, weights=W)
 np.savez(sys.argv[1], **out)
 """
 
@@ -232,9 +233,41 @@ def test_a_fresh_compilation_and_the_disk_cache_give_the_same_bits(tmp_path):
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     for name in ("fresh", "cached"):
-        subprocess.run([sys.executable, "-c", _FIELD_SCRIPT, str(tmp_path / f"{name}.npz")], env=env, check=True,
-                       timeout=600)
+        subprocess.run([sys.executable, "-c", _FIELD_SCRIPT, str(tmp_path / f"{name}.npz"), "3,12", "float64"],
+                       env=env, check=True, timeout=600)
     fresh, cached = np.load(tmp_path / "fresh.npz"), np.load(tmp_path / "cached.npz")
     assert any((tmp_path / "cache").rglob("*.nbi"))  # the second process did load from the cache
     for key in fresh.files:
         np.testing.assert_array_equal(cached[key], fresh[key], err_msg=key)
+
+
+@pytest.mark.parametrize("bits", [256, pytest.param(128, marks=pytest.mark.slow)])
+def test_every_vector_width_gives_the_same_bits(tmp_path, bits):
+    """Each target is one lane and lanes never mix, so vectors of 128 or 256 bits
+    (``MFPDE_VECTOR_BITS``; 4 or 2 float64 lanes, 8 or 4 float32) give the bits of the
+    default 512, in both precisions (d = 12: eight value coordinates in registers, four
+    more in a pass of their own)."""
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for width in (512, bits):
+        env = dict(os.environ, MFPDE_VECTOR_BITS=str(width))
+        subprocess.run([sys.executable, "-c", _FIELD_SCRIPT, str(tmp_path / f"{width}.npz"), "12", "float64,float32"],
+                       env=env, check=True, timeout=600)
+        results[width] = np.load(tmp_path / f"{width}.npz")
+    for key in results[512].files:
+        np.testing.assert_array_equal(results[bits][key], results[512][key], err_msg=key)
+
+
+def test_a_vector_width_other_than_128_256_512_is_refused_in_one_line():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MFPDE_VECTOR_BITS="1024")
+    proc = subprocess.run([sys.executable, "-c", "import mfpde.kernels"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "MFPDE_VECTOR_BITS must be 128, 256 or 512, got '1024'" in proc.stderr.strip().splitlines()[-1]
