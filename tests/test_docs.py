@@ -58,8 +58,8 @@ def shell_commands(path):
 
 
 def small(cmd):
-    """Size overrides that keep a documented run/study to seconds: fewer tokens or cells and
-    t_end <= 2.  Everything else in the command (config, -o, --set) runs as written."""
+    """Size overrides that keep a documented run/study to seconds: fewer tokens, cells or
+    systems and t_end <= 2.  Everything else in the command (config, -o, --set) runs as written."""
     from mfpde.config import load_config
 
     sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
@@ -68,6 +68,8 @@ def small(cmd):
     path = Path(cmd[2])  # a config an earlier command wrote here (mfpde example), else the repository's
     cfg = load_config(path if path.exists() else ROOT / path, sets)
     size = ("solver.cells=64" if cfg.model.d == 2 else "solver.cells=162") if cfg.solver.method == "fv" else "initial.n=150"
+    if cfg.initial.systems > 1:  # an ensemble: four of its systems, each as written
+        size = "initial.systems=4"
     t_end = min(cfg.solver.t_end, 2.0)
     every = min(cfg.output.save_every or t_end, t_end / 2)
     return ["--set", size, "--set", f"solver.t_end={t_end!r}", "--set", f"output.save_every={every!r}"]

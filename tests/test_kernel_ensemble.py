@@ -241,7 +241,8 @@ def test_a_fresh_compilation_and_the_disk_cache_give_the_same_bits(tmp_path):
         np.testing.assert_array_equal(cached[key], fresh[key], err_msg=key)
 
 
-@pytest.mark.parametrize("bits", [256, pytest.param(128, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [256, 128])
 def test_every_vector_width_gives_the_same_bits(tmp_path, bits):
     """Each target is one lane and lanes never mix, so vectors of 128 or 256 bits
     (``MFPDE_VECTOR_BITS``; 4 or 2 float64 lanes, 8 or 4 float32) give the bits of the
