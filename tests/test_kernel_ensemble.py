@@ -167,10 +167,13 @@ def test_ensemble_input_checks(rng):
         att.velocity(X, _ensemble(rng, 3, 5, 3))
     with pytest.raises(ValueError, match=r"X must have shape \(S, N, 3\)"):
         att.velocity(_ensemble(rng, 2, 5, 4))
-    bad = X.copy()
-    bad[1, 2, 0] = np.inf
-    with pytest.raises(ValueError, match="X must be finite"):
-        att.velocity(bad)
+    for value in (np.inf, -np.inf, np.nan):  # one non-finite coordinate anywhere is refused
+        bad = X.copy()
+        bad[1, 2, 0] = value
+        with pytest.raises(ValueError, match="X must be finite"):
+            att.velocity(bad)
+        with pytest.raises(ValueError, match="Y must be finite"):
+            att.velocity(X, bad)
     assert att.velocity(X[:0]).shape == (0, 5, 3)
 
 

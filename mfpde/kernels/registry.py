@@ -46,7 +46,8 @@ def _points(name: str, value, d: int, ensemble: bool = False, systems: int | Non
     if ensemble and (arr.ndim != 3 or arr.shape[2] != d or (systems is not None and arr.shape[0] != systems)):
         want = f"({'S' if systems is None else systems}, N, {d})"
         raise ValueError(f"{name} must have shape {want} for an ensemble in d = {d}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    # min and max propagate NaN and +-inf: two passes without a temporary array
+    if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
         raise ValueError(f"{name} must be finite")
     return arr
 
