@@ -127,3 +127,38 @@ def test_ensemble_sources_are_the_keys_and_values(rng, precision, d, dv):
         Vs = Vs.reshape(m, PV)
         np.testing.assert_allclose(Vs[:, :dv], y @ V.astype(dtype).T, rtol=0, atol=tol * np.abs(V).sum())
         np.testing.assert_array_equal(Vs[:, dv:], 0.0)
+
+
+def test_loads_and_stores_refuse_arrays_that_are_not_c_contiguous(rng):
+    """vload / vstore ignore strides: a row of a Fortran-ordered array (layout "A") must
+    not type, rather than move the wrong elements."""
+    d, m = 3, 4
+    width = lanes(64)
+    P = ensemble_row(d, width)
+    Y = rng.standard_normal((1, m, d))
+    BcT = np.zeros((d, P))
+    BcT[:, :d] = rng.standard_normal((d, d))
+    with pytest.raises(numba.core.errors.TypingError):
+        make_ensemble_sources("float64", d, d)(Y, 0, m, np.asfortranarray(BcT), np.asfortranarray(BcT),
+                                               np.empty(m * P), np.empty(m * P))
+
+
+_CACHE_KEYS = """
+import hashlib
+from numba.core.serialize import dumps
+from mfpde.kernels.attention import make_ensemble_group, make_ensemble_kernel, make_ensemble_sources
+for fn in (make_ensemble_kernel("float64", 3, 3), make_ensemble_group("float32", 5, 0), make_ensemble_sources("float64", 3, 3)):
+    print(hashlib.sha256(dumps(tuple(c.cell_contents for c in fn.py_func.__closure__))).hexdigest())
+"""
+
+
+def test_ensemble_kernels_have_the_same_disk_cache_key_in_every_process():
+    """numba keys a closure's disk-cache entry on its pickled cells; a cell holding a
+    dispatcher (which pickles with a random per-process id) made every process miss the
+    cache, recompile and append a new entry.  Nothing is compiled here."""
+    import subprocess
+    import sys
+
+    keys = [subprocess.run([sys.executable, "-c", _CACHE_KEYS], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert keys[0] == keys[1] and len(keys[0].split()) == 3

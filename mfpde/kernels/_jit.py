@@ -5,6 +5,8 @@ fastmath: reassociation and contraction let LLVM vectorise the tile loops; "nnan
 log-mass of a massless source) and exp stays exact to the last ulp.
 """
 
+import types
+
 import numba
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
@@ -28,3 +30,20 @@ jit_vector = numba.njit(cache=True, nogil=True, fastmath={"nsz"})
 #: (before typing), so the caller's compile-time constants (dimensions, precision) shape
 #: the inlined loop exactly as if it were written out there.
 jit_inline = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+
+
+def bind_globals(fn, **names):
+    """``fn`` with ``names`` bound as globals of its own (a copy of its module's globals)
+    rather than as closure cells.
+
+    numba keys its disk cache of a closure on the bytecode and on the pickled contents of
+    its cells; a dispatcher pickles with a random per-process id, so a cell that holds one
+    (a kernel built by a factory calling another factory's kernel) changes the key in
+    every process: the cache never hits and each process appends a new entry to it.  The
+    cells that remain must select these functions (the factory's constants do).
+    """
+    bound = types.FunctionType(fn.__code__, {**fn.__globals__, **names}, fn.__name__, fn.__defaults__, fn.__closure__)
+    bound.__qualname__ = fn.__qualname__
+    bound.__doc__ = fn.__doc__
+    bound.__module__ = fn.__module__
+    return bound

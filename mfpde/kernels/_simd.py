@@ -81,7 +81,9 @@ def _vector_of(dtype):
 
 
 def _float_array(arr):
-    return isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(arr.dtype, types.Float)
+    # layout "C": the load and store ignore strides (a row of a Fortran-ordered or sliced
+    # array, layout "A", would move the wrong elements)
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and isinstance(arr.dtype, types.Float)
 
 
 def _element_pointer(context, builder, arrty, arr, indty, index):

@@ -44,7 +44,7 @@ from numba import prange
 from ..model import Model
 from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, log2_masses
 from .blocked import BLOCKED_MIN_D, blocked_sums
-from ._jit import jit_parallel, jit_vector
+from ._jit import bind_globals, jit_parallel, jit_vector
 from ._simd import lanes, vadd, vdiv, vfma, vload, vmax, vmul, vsplat, vstore, vsub
 from ._tile import fused_shifted_pass, online_tile_pass
 from .fastexp import exp2_64, vexp2_32, vexp2_64
@@ -267,10 +267,8 @@ def make_ensemble_group(precision, d, dv):
     LANES = lanes(64 if precision == "float64" else 32)
     P = ensemble_row(D, LANES)
     PV = ensemble_row(DV, LANES)
-    vexp2 = vexp2_64 if precision == "float64" else vexp2_32
     IS64 = precision == "float64"
 
-    @jit_vector
     def group(xT, g, K, Vs, L, m, sb, acc, mode):
         x0 = vload(xT[0], g)
         x1 = vload(xT[1], g)
@@ -312,7 +310,7 @@ def make_ensemble_group(precision, d, dv):
         a6 = zero
         a7 = zero
         for j in range(m):
-            e = vexp2(vsub(vload(sb, j * LANES), mx))
+            e = _vexp2(vsub(vload(sb, j * LANES), mx))
             if DV > 8:
                 vstore(sb, j * LANES, e)
             total = vadd(total, e)
@@ -359,9 +357,10 @@ def make_ensemble_group(precision, d, dv):
         if IS64 and mode == 1:
             vstore(acc[DVB + 2], 0, vdiv(vsplat(1.0), total))
         elif IS64 and mode == 2:
-            vstore(acc[DVB + 2], 0, vexp2(mx))
+            vstore(acc[DVB + 2], 0, _vexp2(mx))
 
-    return group
+    # _vexp2 a global, not a cell (``bind_globals``); IS64 (a cell) selects it
+    return jit_vector(bind_globals(group, _vexp2=vexp2_64 if IS64 else vexp2_32))
 
 
 @functools.lru_cache(maxsize=None)
@@ -408,7 +407,6 @@ def make_ensemble_kernel(precision, d, dv):
     P = ensemble_row(D, LANES)
     PV = ensemble_row(DV, LANES)
 
-    @jit_parallel
     def kernel(X, Y, W, BcT, VT, mode, project, nchunks, out, den, smax):
         nsys = X.shape[0]
         n = X.shape[1]
@@ -437,13 +435,13 @@ def make_ensemble_kernel(precision, d, dv):
                         lj = ftype(np.log2(w)) if w > 0.0 else ftype(-np.inf)
                         wprev = w
                     L[j] = lj
-                sources(Y, sy, m, BcT, VT, K, Vs)
+                _sources(Y, sy, m, BcT, VT, K, Vs)
                 for ii in range(nb):
                     for k in range(D):
                         xT[k, ii] = X[sy, i0 + ii, k]
                 # 2. per group of LANES targets: scores, maxima, exponentials and sums
                 for g in range(0, nb, LANES):
-                    group(xT, g, K, Vs, L, m, sb, acc, mode)
+                    _group(xT, g, K, Vs, L, m, sb, acc, mode)
                     for lane in range(min(LANES, nb - g)):
                         i = i0 + g + lane
                         tot = np.float64(acc[DVB, lane])
@@ -485,7 +483,8 @@ def make_ensemble_kernel(precision, d, dv):
                             for k in range(DV):
                                 out[sy, i, k] = avg[k]
 
-    return kernel
+    # _group, _sources globals, not cells (``bind_globals``); the cells ftype, D, DV, LANES select them
+    return jit_parallel(bind_globals(kernel, _group=group, _sources=sources))
 
 
 @jit_parallel
