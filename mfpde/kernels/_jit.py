@@ -22,9 +22,9 @@ jit_parallel = numba.njit(cache=True, nogil=True, fastmath=FASTMATH, parallel=Tr
 jit_exact = numba.njit(cache=True, nogil=True, fastmath={"contract"})
 
 #: Explicit vector code (``_simd``): every fused multiply-add is written out, so nothing is
-#: contracted or reassociated and the bits do not depend on LLVM's scheduling.  ("nsz"
-#: only marks the flags as set: numba otherwise lets a callee inherit its caller's.)
-jit_vector = numba.njit(cache=True, nogil=True, fastmath={"nsz"})
+#: contracted or reassociated and the bits do not depend on LLVM's scheduling.  fastmath is
+#: set (to False) explicitly: numba lets a callee that leaves it unset inherit its caller's.
+jit_vector = numba.njit(cache=True, nogil=True, fastmath=False)
 
 #: Loop bodies shared by several kernels: inlined into each caller at numba IR level
 #: (before typing), so the caller's compile-time constants (dimensions, precision) shape

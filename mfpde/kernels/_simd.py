@@ -11,8 +11,8 @@ local variables like any scalar.  The operations are LLVM instructions and intri
 - ``vload(a, i)`` / ``vstore(a, i, v)``: lanes consecutive elements a[i:i + lanes] of a
   C-contiguous 1-d float array (unaligned; no bounds check: the caller pads);
 - ``vsplat(x)``: x in every lane;
-- ``vadd``, ``vsub``, ``vmul``, ``vdiv``: lane-wise; ``vfma(a, b, c)`` = a b + c rounded once
-  (``llvm.fma``); ``vmax(a, b)``: lane-wise a > b ? a : b;
+- ``vadd``, ``vsub``, ``vmul``, ``vdiv``: lane-wise; ``vfma(a, b, c)`` = a b + c, fused
+  (rounded once) on machines with FMA; ``vmax(a, b)``: lane-wise a > b ? a : b;
 - ``vexp2_scale(t, bias)``: the bits max(bits(t) - bias, 0) << (mantissa bits),
   reinterpreted as floats, which is 2^k when t = k + 1.5 2^52 (the exponent assembly of
   ``fastexp.exp2_64`` / ``exp2_32``, lane-wise).
@@ -168,12 +168,16 @@ def _call_llvm(name, signature, builder, args):
 
 @intrinsic
 def vfma(typingctx, a, b, c):
-    """a b + c lane-wise, rounded once (``llvm.fma``)."""
+    """a b + c lane-wise (``llvm.fmuladd``): fused, rounded once, where the target has FMA
+    (x86 since 2013, every ARM64); a multiply and an add where it has none (e.g.
+    ``NUMBA_CPU_NAME=generic``), exactly as LLVM contracts the scalar kernels' ``a * b + c``,
+    so vector and scalar code agree bit for bit on every target (and a software fma is
+    never called)."""
     if not isinstance(a, Vector) or not a == b == c:
         return None
 
     def codegen(context, builder, signature, args):
-        return _call_llvm("llvm.fma", signature, builder, args)
+        return _call_llvm("llvm.fmuladd", signature, builder, args)
 
     return a(a, b, c), codegen
 

@@ -310,7 +310,7 @@ def make_ensemble_group(precision, d, dv):
         a6 = zero
         a7 = zero
         for j in range(m):
-            e = _vexp2(vsub(vload(sb, j * LANES), mx))
+            e = _vexp2(vsub(vload(sb, j * LANES), mx))  # noqa: F821 (bind_globals)
             if DV > 8:
                 vstore(sb, j * LANES, e)
             total = vadd(total, e)
@@ -357,7 +357,7 @@ def make_ensemble_group(precision, d, dv):
         if IS64 and mode == 1:
             vstore(acc[DVB + 2], 0, vdiv(vsplat(1.0), total))
         elif IS64 and mode == 2:
-            vstore(acc[DVB + 2], 0, _vexp2(mx))
+            vstore(acc[DVB + 2], 0, _vexp2(mx))  # noqa: F821
 
     # _vexp2 a global, not a cell (``bind_globals``); IS64 (a cell) selects it
     return jit_vector(bind_globals(group, _vexp2=vexp2_64 if IS64 else vexp2_32))
@@ -435,13 +435,13 @@ def make_ensemble_kernel(precision, d, dv):
                         lj = ftype(np.log2(w)) if w > 0.0 else ftype(-np.inf)
                         wprev = w
                     L[j] = lj
-                _sources(Y, sy, m, BcT, VT, K, Vs)
+                _sources(Y, sy, m, BcT, VT, K, Vs)  # noqa: F821 (bind_globals)
                 for ii in range(nb):
                     for k in range(D):
                         xT[k, ii] = X[sy, i0 + ii, k]
                 # 2. per group of LANES targets: scores, maxima, exponentials and sums
                 for g in range(0, nb, LANES):
-                    _group(xT, g, K, Vs, L, m, sb, acc, mode)
+                    _group(xT, g, K, Vs, L, m, sb, acc, mode)  # noqa: F821
                     for lane in range(min(LANES, nb - g)):
                         i = i0 + g + lane
                         tot = np.float64(acc[DVB, lane])

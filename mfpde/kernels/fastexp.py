@@ -275,7 +275,7 @@ def exp2_32(x):
 def vexp2_64(x):
     """``exp2_64`` lane-wise on a ``_simd.Vector`` of float64: the same operations with
     every fused multiply-add explicit, so each lane equals ``exp2_64`` of it bit for bit."""
-    x = vmax(x, vsplat(-1100.0))
+    x = vmax(vsplat(-1100.0), x)  # a NaN lane stays NaN, as in exp2_64
     shifter = vsplat(_SHIFTER)
     t = vadd(x, shifter)
     r = vsub(x, vsub(t, shifter))
@@ -296,7 +296,7 @@ def vexp2_64(x):
 @jit_vector
 def vexp2_32(x):
     """``exp2_32`` lane-wise on a ``_simd.Vector`` of float32 (bit for bit, as ``vexp2_64``)."""
-    x = vmax(x, vsplat(_F_LO_CLAMP2))
+    x = vmax(vsplat(_F_LO_CLAMP2), x)
     shifter = vsplat(_F_SHIFTER)
     t = vadd(x, shifter)
     r = vsub(x, vsub(t, shifter))
