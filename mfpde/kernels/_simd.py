@@ -11,7 +11,7 @@ local variables like any scalar.  The operations are LLVM instructions and intri
 - ``vload(a, i)`` / ``vstore(a, i, v)``: lanes consecutive elements a[i:i + lanes] of a
   C-contiguous 1-d float array (unaligned; no bounds check: the caller pads);
 - ``vsplat(x)``: x in every lane;
-- ``vadd``, ``vsub``, ``vmul``, ``vdiv``: lane-wise; ``vfma(a, b, c)`` = a b + c, fused
+- ``vadd``, ``vsub``, ``vmul``: lane-wise; ``vfma(a, b, c)`` = a b + c, fused
   (rounded once) on machines with FMA; ``vmax(a, b)``: lane-wise a > b ? a : b;
 - ``vexp2_scale(t, bias)``: the bits max(bits(t) - bias, 0) << (mantissa bits),
   reinterpreted as floats, which is 2^k when t = k + 1.5 2^52 (the exponent assembly of
@@ -30,7 +30,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vector", "lanes", "vload", "vstore", "vsplat", "vadd", "vsub", "vmul", "vdiv", "vfma", "vmax", "vexp2_scale"]
+__all__ = ["Vector", "lanes", "vload", "vstore", "vsplat", "vadd", "vsub", "vmul", "vfma", "vmax", "vexp2_scale"]
 
 
 def _vector_bits() -> int:
@@ -156,7 +156,6 @@ def _lanewise(instruction):
 vadd = _lanewise("fadd")
 vsub = _lanewise("fsub")
 vmul = _lanewise("fmul")
-vdiv = _lanewise("fdiv")
 
 
 def _call_llvm(name, signature, builder, args):

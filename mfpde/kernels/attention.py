@@ -45,7 +45,7 @@ from ..model import Model
 from ._base import LOG2E, LOG_FLOAT_MAX, PRECISIONS, log2_masses
 from .blocked import BLOCKED_MIN_D, blocked_sums
 from ._jit import bind_globals, jit_parallel, jit_vector
-from ._simd import lanes, vadd, vdiv, vfma, vload, vmax, vmul, vsplat, vstore, vsub
+from ._simd import lanes, vadd, vfma, vload, vmax, vmul, vsplat, vstore, vsub
 from ._tile import fused_shifted_pass, online_tile_pass
 from .fastexp import exp2_64, vexp2_32, vexp2_64
 from .registry import Attention, register_kernel
@@ -196,9 +196,15 @@ ENSEMBLE_MODES = {"sums": 0, "softmax": 1, "uniform": 2}
 ENSEMBLE_TARGETS = 64
 
 
-def ensemble_row(count, lanes_):
+def ensemble_lanes(precision):
+    """Targets per vector of the ensemble kernel: ``_simd.lanes`` of the working precision."""
+    return lanes(64 if precision == "float64" else 32)
+
+
+def ensemble_row(count, precision):
     """Row length of the ensemble kernel's source arrays: ``count`` rounded up to whole vectors."""
-    return max(1, -(-count // lanes_)) * lanes_
+    width = ensemble_lanes(precision)
+    return max(1, -(-count // width)) * width
 
 
 @functools.lru_cache(maxsize=None)
@@ -208,16 +214,16 @@ def make_ensemble_sources(precision, d, dv):
     ``sources(Y, sy, m, BcT, VT, K, Vs)``: for each source y_j = Y[sy, j] (j < m), in the
     working precision, the key k_j = Bc y_j = sum_kk y_j[kk] Bc[:, kk] into K[j P : j P + d]
     and the value v_j = V y_j into Vs[j PV : j PV + dv] (row lengths P, PV =
-    ``ensemble_row(d)``, ``ensemble_row(dv)``): fused multiply-adds over kk in order, one
+    ``ensemble_row``): fused multiply-adds over kk in order, one
     vector per ``LANES`` coordinates, from BcT = Bc^T (d, P) and VT = V^T (d, PV) padded
     with zero columns (so the padding of each row is 0).
     """
     ftype = PRECISIONS[precision]
     D = int(d)
     DV = int(dv)
-    LANES = lanes(64 if precision == "float64" else 32)
-    P = ensemble_row(D, LANES)
-    PV = ensemble_row(DV, LANES)
+    LANES = ensemble_lanes(precision)
+    P = ensemble_row(D, precision)
+    PV = ensemble_row(DV, precision)
 
     @jit_vector
     def sources(Y, sy, m, BcT, VT, K, Vs):
@@ -251,10 +257,9 @@ def make_ensemble_group(precision, d, dv):
     every sum in the order j = 0, 1, ..., m - 1, written to acc[k] (k < dv), acc[max(dv, 1)]
     (S_i) and acc[max(dv, 1) + 1] (M_i), each row lanes long.
 
-    In float64, ``mode`` 1 (softmax) or 2 (uniform; ``ENSEMBLE_MODES``) also writes the
-    normalization's factor into acc[max(dv, 1) + 2]: 1 / S_i (softmax) or ``exp2_64(M_i)`` = 2^M_i (uniform,
-    meaningful for |M_i| <= 1000), the same bits as the kernel's scalar finish would
-    compute.  The vectors run over targets, so the sums need no
+    In float64 with ``mode`` 2 (uniform, ``ENSEMBLE_MODES``) it also writes the
+    normalization's factor ``exp2_64(M_i)`` = 2^M_i into acc[max(dv, 1) + 2] (meaningful for
+    |M_i| <= 1000), the same bits as the kernel's scalar finish would compute.  The vectors run over targets, so the sums need no
     horizontal reduction and each source coordinate is broadcast; the first eight value
     coordinates stay in registers (larger dv: one more pass per coordinate over the stored
     exponentials).  A lane's arithmetic is the same in every lane and never mixes lanes: a
@@ -264,9 +269,9 @@ def make_ensemble_group(precision, d, dv):
     D = int(d)
     DV = int(dv)
     DVB = max(DV, 1)
-    LANES = lanes(64 if precision == "float64" else 32)
-    P = ensemble_row(D, LANES)
-    PV = ensemble_row(DV, LANES)
+    LANES = ensemble_lanes(precision)
+    P = ensemble_row(D, precision)
+    PV = ensemble_row(DV, precision)
     IS64 = precision == "float64"
 
     def group(xT, g, K, Vs, L, m, sb, acc, mode):
@@ -354,9 +359,7 @@ def make_ensemble_group(precision, d, dv):
             vstore(acc[k], 0, ak)
         vstore(acc[DVB], 0, total)
         vstore(acc[DVB + 1], 0, mx)
-        if IS64 and mode == 1:
-            vstore(acc[DVB + 2], 0, vdiv(vsplat(1.0), total))
-        elif IS64 and mode == 2:
+        if IS64 and mode == 2:
             vstore(acc[DVB + 2], 0, _vexp2(mx))  # noqa: F821
 
     # _vexp2 a global, not a cell (``bind_globals``); IS64 (a cell) selects it
@@ -399,13 +402,13 @@ def make_ensemble_kernel(precision, d, dv):
     DV = int(dv)
     DVB = max(DV, 1)
     TB = ENSEMBLE_TARGETS
-    LANES = lanes(64 if precision == "float64" else 32)
-    # float64: the normalization's factor (1 / S_i or 2^M_i) comes lane-wise from the group
+    LANES = ensemble_lanes(precision)
+    # float64: the uniform normalization's factor 2^M_i comes lane-wise from the group
     IS64 = precision == "float64"
     group = make_ensemble_group(precision, D, DV)
     sources = make_ensemble_sources(precision, D, DV)
-    P = ensemble_row(D, LANES)
-    PV = ensemble_row(DV, LANES)
+    P = ensemble_row(D, precision)
+    PV = ensemble_row(DV, precision)
 
     def kernel(X, Y, W, BcT, VT, mode, project, nchunks, out, den, smax):
         nsys = X.shape[0]
@@ -455,7 +458,7 @@ def make_ensemble_kernel(precision, d, dv):
                         for k in range(DV):
                             avg[k] = acc[k, lane]
                         if mode == 1:
-                            inv = np.float64(acc[DVB + 2, lane]) if IS64 else 1.0 / tot
+                            inv = 1.0 / tot
                             for k in range(DV):
                                 avg[k] = avg[k] * inv
                         else:
@@ -596,10 +599,9 @@ def ensemble_exact(model: Model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
     smax = np.empty((nsys, n))
     if nsys * n:
         dtype = PRECISIONS[precision]
-        width = lanes(np.dtype(dtype).itemsize * 8)
-        BcT = np.zeros((d, ensemble_row(d, width)), dtype=dtype)  # zero columns pad each row to whole vectors
+        BcT = np.zeros((d, ensemble_row(d, precision)), dtype=dtype)  # zero columns pad each row to whole vectors
         BcT[:, :d] = ((LOG2E * model.beta) * model.B).T
-        VT = np.zeros((d, ensemble_row(dv, width)), dtype=dtype)
+        VT = np.zeros((d, ensemble_row(dv, precision)), dtype=dtype)
         VT[:, :dv] = model.V[:dv].T
         items = nsys * (-(-n // ENSEMBLE_TARGETS))
         nchunks = min(items, 8 * numba.get_num_threads())
