@@ -60,7 +60,6 @@ KINDS = ("density", "trajectories", "distance", "energy", "diagnostics", "rate",
 Runs = Union["Result", Sequence[tuple]]
 
 
-
 def one_system(result: "Result", system: int = 0) -> "Result":
     """What the run plots draw of an ensemble (``result.systems`` = S > 1): system ``system``'s
     positions, weights and limit measure, with every diagnostic the mean over the S systems
@@ -86,6 +85,7 @@ def _notes(result) -> tuple:
 
 def _with_note(text: str, note: str) -> str:
     return f"{text} ({note})" if note else text
+
 
 def _pyplot():
     import matplotlib.pyplot as plt
